@@ -5,11 +5,13 @@ its own extracts to these names; column order in a file does not matter, extra c
 ignored (and listed as a warning), a missing required column stops the run.
 
 Kinds:
-    snapshot  the whole state on the extract date (customers, products). Readers use the latest
-              extract on or before the as-of date. Duplicates are counted within one extract.
-    history   rows carry their own business date (transactions, events, balances,
-              questionnaires). Readers use every extract up to the as-of date and rows dated up
-              to it. A natural key loaded by one extract is a duplicate in any other.
+    snapshot  the whole state on the extract date (customers, products, questionnaires). Readers
+              use the latest extract on or before the as-of date (and, for questionnaires, rows
+              answered up to it). Duplicates are counted within one extract.
+    history   rows carry their own business date (transactions, events, balances): a backfill,
+              then nightly increments (balances: the balance of every holding on that night).
+              Readers use every extract up to the as-of date and rows dated up to it. A natural
+              key loaded by one extract is a duplicate in any other (a re-delivered row).
 """
 
 from __future__ import annotations
@@ -157,8 +159,11 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             name="questionnaires",
-            kind="history",
-            description="Risk-assessment answers (score 0-100) and satisfaction surveys (NPS).",
+            kind="snapshot",
+            description=(
+                "Every questionnaire answered so far: risk assessments (score 0-100) and "
+                "satisfaction surveys (NPS). Each extract is a full dump."
+            ),
             natural_key=("questionnaire_id",),
             business_date="answered_on",
             columns=(
