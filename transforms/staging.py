@@ -234,12 +234,12 @@ def stage_extract(
                as is_duplicate
         from classified
     """)
-    counts = con.sql(f"""
+    counts = con.execute(f"""
         select count(*),
                count(*) filter (where reject_column is not null),
                count(*) filter (where is_duplicate)
         from {work_table}
-    """).fetchone()
+    """).fetchall()[0]
     accepted = con.sql(f"""
         select {", ".join(_output_columns(source, privacy))},
                DATE '{extract_on.isoformat()}' as extract_on

@@ -1,0 +1,316 @@
+"""custseg: the command line. A thin shell: parse, call the library, report, exit with a code.
+
+Exit codes: 0 success, 1 internal error, 2 usage or configuration error, 3 input error,
+4 validation failed (see README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+import yaml
+
+from pipeline.config import Config, load_config
+from pipeline.errors import EXIT_INTERNAL, EXIT_USAGE, CustsegError, UsageError
+from pipeline.log import Reporter
+
+app = typer.Typer(
+    name="custseg",
+    help=(
+        "Turn a bank's raw extracts into customer segment tables.\n\n"
+        "Typical night:  custseg run --as-of 2026-11-03\n\n"
+        "First time:     custseg generate && custseg run --as-of latest"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config (default: $CUSTSEG_CONFIG or configs/default.yaml)",
+        show_default=False,
+    ),
+]
+LogFormatOption = Annotated[
+    str,
+    typer.Option("--log-format", help="human (terminal, progress) or json (one object per line)"),
+]
+
+
+class _State:
+    reporter = Reporter()
+
+
+def _reporter(log_format: str) -> Reporter:
+    if log_format not in ("human", "json"):
+        raise UsageError(f"--log-format {log_format!r}: choose human or json")
+    _State.reporter = Reporter(log_format)  # type: ignore[arg-type]
+    return _State.reporter
+
+
+def _config(path: Path | None, **generate_overrides) -> Config:
+    config = load_config(path)
+    overrides = {k: v for k, v in generate_overrides.items() if v is not None}
+    if overrides:
+        params = config.generate.model_validate({**config.generate.model_dump(), **overrides})
+        config = config.model_copy(update={"generate": params})
+    return config
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  custseg generate                       # 20,000 customers from configs/default.yaml\n\n"
+        "  custseg generate --customers 100000 --format parquet --force"
+    )
+)
+def generate(
+    customers: Annotated[int | None, typer.Option(help="number of customers")] = None,
+    months: Annotated[int | None, typer.Option(help="months of history")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (same seed, same bank)")] = None,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or parquet extracts")
+    ] = None,
+    mess_rate: Annotated[float | None, typer.Option(help="share of bad rows, e.g. 0.01")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an existing sample bank and its staging")
+    ] = False,
+    config_path: ConfigOption = None,
+    log_format: LogFormatOption = "human",
+) -> None:
+    """Write a simulated bank's extracts (a backfill plus nightly files) to the landing folder,
+    and its ground truth (personas, churn, acquisitions, injected mess) beside it."""
+    from pipeline.generate import generate_bank
+
+    reporter = _reporter(log_format)
+    config = _config(
+        config_path, customers=customers, months=months, seed=seed, file_format=file_format,
+        mess_rate=mess_rate,
+    )
+    started = time.perf_counter()
+    with reporter.progress("simulating customers", config.generate.customers) as advance:
+        result = generate_bank(config, force=force, on_chunk=lambda done, total: advance(done))
+    seconds = time.perf_counter() - started
+    spec = result.spec
+    reporter.info(
+        f"generated {config.generate.customers:,} customers, {spec.history_start} to "
+        f"{spec.end_on}: backfill {spec.backfill_on} + {len(spec.extract_dates) - 1} nightly "
+        f"extracts in {config.paths.landing} ({seconds:.1f} s)",
+        event="generated", seconds=round(seconds, 2), rows=result.rows_written,
+    )
+    for source, rows in result.rows_written.items():
+        reporter.info(f"  {source:<15} {rows:>12,} rows", event="generated_source",
+                      source=source, rows=rows)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  custseg run --as-of 2026-11-03                 # every stage\n\n"
+        "  custseg run --as-of latest --log-format json   # for a scheduler\n\n"
+        "  custseg run --as-of 2026-11-03 --only ingest   # one stage (one Airflow task)\n\n"
+        "  custseg run --as-of 2026-11-03 --from rfm_scores --to aum_tiers"
+    )
+)
+def run(
+    as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD, or 'latest' extract date")],
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="run just this stage (repeatable)")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="first stage to run")] = None,
+    stop: Annotated[str | None, typer.Option("--to", help="last stage to run")] = None,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="re-ingest extracts even if unchanged")
+    ] = False,
+    config_path: ConfigOption = None,
+    log_format: LogFormatOption = "human",
+) -> None:
+    """Run the pipeline's stages for one as-of date and publish their tables."""
+    from pipeline.registry import select_stages
+    from pipeline.runner import resolve_as_of, run_stages
+
+    reporter = _reporter(log_format)
+    config = _config(config_path)
+    if only and (start or stop):
+        raise UsageError("use --only, or --from/--to, not both")
+    try:
+        stages = select_stages(only, start, stop)
+    except KeyError as unknown:
+        from pipeline.registry import STAGE_NAMES
+
+        raise UsageError(
+            f"unknown stage {unknown.args[0]!r}; stages: {', '.join(STAGE_NAMES)}"
+        ) from None
+    if not stages:
+        raise UsageError("--from comes after --to: no stage selected")
+    day = resolve_as_of(config, as_of)
+    manifest = run_stages(config, day, stages, reporter, reload=reload)
+    if log_format == "human":
+        _print_summary(config, manifest)
+
+
+def _print_summary(config: Config, manifest) -> None:
+    import duckdb
+
+    from pipeline.warehouse import partition_path
+
+    out = typer.echo
+    out(f"\nas-of {manifest.as_of}  run {manifest.run_id}  ({manifest.seconds:.1f} s)")
+    for stage in manifest.stages:
+        if stage.stage == "ingest" and stage.detail:
+            out("  input reconciliation (read = accepted + rejected + duplicates):")
+            for source, t in stage.detail["totals"].items():
+                out(
+                    f"    {source:<15} read {t['read']:>11,}  accepted {t['accepted']:>11,}  "
+                    f"rejected {t['rejected']:>8,}  duplicates {t['duplicate']:>7,}"
+                )
+    tier = partition_path(config.paths.warehouse, "aum_tiers", __import__("datetime").date
+                          .fromisoformat(manifest.as_of))
+    if tier.exists():
+        rows = duckdb.sql(
+            "select aum_tier, count(*), round(sum(aum_cny) / 1e6, 1) from read_parquet($p) "
+            "group by aum_tier order by min(aum_cny)", params={"p": str(tier)}
+        ).fetchall()
+        out("  customers by AUM tier:  " + ",  ".join(f"{t} {n:,}" for t, n, _ in rows))
+    out(f"  tables: {config.paths.warehouse}/<table>/as_of={manifest.as_of}/data.parquet")
+    out(f'  query:  custseg sql "select * from rfm_scores limit 5"')
+
+
+@app.command()
+def stages(
+    config_path: ConfigOption = None,
+) -> None:
+    """List the stages in run order with their inputs, outputs and grain.
+
+    Example:  custseg stages
+    """
+    from pipeline.registry import STAGES, upstream
+
+    for stage in STAGES:
+        typer.echo(f"{stage.name}")
+        typer.echo(f"    {stage.description}")
+        if stage.inputs:
+            optional = f" (optional: {', '.join(stage.uses)})" if stage.uses else ""
+            typer.echo(f"    reads    {', '.join(stage.requires)}{optional}")
+        typer.echo(f"    after    {', '.join(upstream(stage)) or '-'}")
+        typer.echo(f"    writes   {stage.output or 'stg_<source>, stg_rejects'}")
+        typer.echo(f"    grain    {stage.grain}")
+        typer.echo(f"    config   {stage.params_block or '-'}")
+
+
+@config_app.command("show")
+def config_show(
+    config_path: ConfigOption = None,
+    output_format: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",
+) -> None:
+    """Print the resolved configuration (file + CUSTSEG__* environment overrides).
+
+    Example:  CUSTSEG__ENGINE__THREADS=2 custseg config show
+    """
+    config = _config(config_path)
+    data = config.model_dump(mode="json")
+    salt = config.salt()
+    data["privacy"]["salt"] = f"set (from ${config.privacy.salt_env})" if salt else (
+        f"not set (${config.privacy.salt_env}); ingest keeps a generated one in "
+        f"{config.paths.staging}/.pseudonymisation_salt"
+    )
+    typer.echo(f"# {config.source_file}  (config hash {config.hash()})")
+    if output_format == "json":
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        '  custseg sql "select aum_tier, count(*) from aum_tiers group by 1"\n\n'
+        '  custseg sql "select * from rfm_scores_history where customer_id = \'C000000042\'"\n\n'
+        '  custseg sql --format csv "select * from stg_rejects" > rejects.csv'
+    )
+)
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the warehouse views")],
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    limit: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
+    config_path: ConfigOption = None,
+) -> None:
+    """Query the published tables: each table is a view of its latest as-of, and
+    <table>_history holds every as-of; stg_rejects and run_manifests are there too."""
+    import duckdb
+
+    from pipeline.warehouse import open_catalog
+
+    config = _config(config_path)
+    try:
+        con = open_catalog(config.paths.warehouse)
+    except FileNotFoundError:
+        raise UsageError(
+            f"no warehouse catalog in {config.paths.warehouse}; run `custseg run` first"
+        ) from None
+    try:
+        relation = con.sql(query)
+        if relation is None:
+            return
+        if output_format == "csv":
+            relation.pl().write_csv(sys.stdout)
+        elif output_format == "json":
+            for row in relation.pl().iter_rows(named=True):
+                typer.echo(json.dumps(row, default=str, ensure_ascii=False))
+        else:
+            _print_table(relation, limit)
+    except duckdb.Error as error:
+        raise UsageError(f"query failed: {str(error).splitlines()[0]}") from None
+
+
+def _print_table(relation, limit: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    frame = relation.limit(limit + 1).pl()
+    table = Table(show_edge=False, header_style="bold")
+    for name, dtype in frame.schema.items():
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+    for row in frame.head(limit).iter_rows():
+        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+                        for v in row))
+    Console(highlight=False).print(table)
+    if frame.height > limit:
+        typer.echo(f"(first {limit} rows; use --limit or --format csv for more)")
+
+
+def main() -> None:
+    """Entry point: library errors become one line and their exit code."""
+    try:
+        app(standalone_mode=False)
+    except CustsegError as error:
+        _State.reporter.error(str(error))
+        sys.exit(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _State.reporter.error("interrupted")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.TyperException as usage:  # unknown option, missing argument, ...
+        usage.show()
+        sys.exit(getattr(usage, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+    except Exception as error:  # a bug: keep the traceback for the report
+        import traceback
+
+        traceback.print_exc()
+        _State.reporter.error(f"internal error: {type(error).__name__}: {error}")
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""What a run tells the person or scheduler watching it.
+
+Two formats: `human` (a terminal: aligned lines, a progress bar for long work) and `json`
+(one JSON object per line on stderr, for Airflow, cron mail and log shippers). Results a user
+asked for (tables, query output) go to stdout; everything here goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+LogFormat = Literal["human", "json"]
+
+
+class Reporter:
+    def __init__(self, log_format: LogFormat = "human", quiet: bool = False) -> None:
+        self.format = log_format
+        self.quiet = quiet
+        self.console = Console(stderr=True, highlight=False)
+        self.warnings: list[str] = []
+
+    def _json(self, level: str, event: str, message: str, **fields: Any) -> None:
+        record = {
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "level": level,
+            "event": event,
+            "message": message,
+            **fields,
+        }
+        sys.stderr.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        sys.stderr.flush()
+
+    def info(self, message: str, event: str = "info", **fields: Any) -> None:
+        if self.format == "json":
+            self._json("info", event, message, **fields)
+        elif not self.quiet:
+            self.console.print(message, markup=False)
+
+    def warn(self, message: str, event: str = "warning", **fields: Any) -> None:
+        self.warnings.append(message)
+        if self.format == "json":
+            self._json("warning", event, message, **fields)
+        else:
+            self.console.print(f"warning: {message}", style="yellow", markup=False)
+
+    def error(self, message: str, **fields: Any) -> None:
+        if self.format == "json":
+            self._json("error", "error", message, **fields)
+        else:
+            self.console.print(f"error: {message}", style="bold red", markup=False)
+
+    @contextmanager
+    def progress(self, description: str, total: int):
+        """Yields advance(completed): a bar on a terminal, a log line per step in json."""
+        if self.format == "json" or self.quiet or not self.console.is_terminal:
+            def advance(completed: int) -> None:
+                self.info(f"{description}: {completed:,}/{total:,}", event="progress",
+                          completed=completed, total=total)
+            yield advance
+            return
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeElapsedColumn(), console=self.console, transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda completed: bar.update(task, completed=completed)

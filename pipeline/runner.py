@@ -1,0 +1,328 @@
+"""The runner: executes the registry's stages for one as-of date and publishes their outputs.
+
+A run computes every selected stage into the run's own DuckDB database first, checks each
+output's key, and only when every stage succeeded publishes all outputs (one atomic rename per
+partition) and rebuilds the catalog. A failing stage therefore publishes nothing: yesterday's
+tables stay as they were. Every run, failed or not, writes a manifest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import pipeline
+from pipeline.config import Config
+from pipeline.engine import connect
+from pipeline.errors import CustsegError, UsageError, ValidationFailed
+from pipeline.ingest import ingest, register_staged_views
+from pipeline.log import Reporter
+from pipeline.registry import Stage
+from pipeline.warehouse import (
+    MANIFEST_TABLE,
+    partition_path,
+    publish,
+    refresh_catalog,
+)
+from transforms.staging import literal, quote
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # ok | skipped | failed | not_run
+    seconds: float = 0.0
+    rows: int | None = None
+    output: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    detail: dict | None = None
+
+
+@dataclass
+class RunManifest:
+    run_id: str
+    as_of: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    seconds: float
+    config_file: str | None
+    config_hash: str
+    code_version: str
+    stages: list[StageResult]
+    warnings: list[str]
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def code_version() -> str:
+    """The package version plus the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(pipeline.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{pipeline.__version__}+{commit}" if commit else pipeline.__version__
+
+
+def new_run_id(as_of: date) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{as_of:%Y%m%d}-{uuid.uuid4().hex[:6]}"
+
+
+def run_stages(
+    config: Config,
+    as_of: date,
+    stages: list[Stage],
+    reporter: Reporter,
+    *,
+    reload: bool = False,
+) -> RunManifest:
+    run_id = new_run_id(as_of)
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results = {s.name: StageResult(s.name, "not_run") for s in stages}
+    warnings_before = len(reporter.warnings)
+    reporter.info(
+        f"run {run_id}: as-of {as_of}, stages {', '.join(s.name for s in stages)}",
+        event="run_started", run_id=run_id, as_of=as_of,
+    )
+    con = connect(config)
+    error: CustsegError | Exception | None = None
+    computed: dict[str, str] = {}  # table -> temp table holding this run's output
+    skipped: set[str] = set()  # tables whose stage was skipped (no input)
+    try:
+        for stage in stages:
+            result = results[stage.name]
+            clock = time.perf_counter()
+            if stage.name == "ingest":
+                _run_ingest(con, config, as_of, reporter, result, reload)
+            else:
+                _run_transform(con, config, as_of, stage, reporter, result, computed, skipped)
+            result.seconds = round(time.perf_counter() - clock, 3)
+            _report_stage(reporter, result)
+        for stage in stages:
+            if stage.output and stage.output in computed:
+                path = publish(con, config.paths.warehouse, stage.output,
+                               computed[stage.output], as_of, run_id)
+                results[stage.name].output = str(path)
+    except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
+        error = caught
+        for result in results.values():
+            if result.status == "running":
+                result.status = "failed"
+    finally:
+        con.close()
+    manifest = RunManifest(
+        run_id=run_id,
+        as_of=as_of.isoformat(),
+        status="failed" if error else "succeeded",
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - started, 3),
+        config_file=str(config.source_file) if config.source_file else None,
+        config_hash=config.hash(),
+        code_version=code_version(),
+        stages=list(results.values()),
+        warnings=reporter.warnings[warnings_before:],
+        error=str(error) if error else None,
+    )
+    write_manifest(config, manifest)
+    try:
+        refresh_catalog(config.paths.warehouse, config.paths.staging, run_id)
+    except (duckdb.Error, OSError) as problem:
+        reporter.warn(f"could not rebuild the warehouse catalog: {problem}")
+    if error:
+        raise error
+    reporter.info(
+        f"run {run_id} succeeded in {manifest.seconds:.1f} s", event="run_finished",
+        run_id=run_id, status="succeeded", seconds=manifest.seconds,
+    )
+    return manifest
+
+
+def _report_stage(reporter: Reporter, result: StageResult) -> None:
+    rows = f"{result.rows:>12,} rows" if result.rows is not None else " " * 17
+    reporter.info(
+        f"  {result.status:<8} {result.stage:<20} {rows}  {result.seconds:7.2f} s",
+        event="stage_finished", stage=result.stage, status=result.status, rows=result.rows,
+        seconds=result.seconds,
+    )
+
+
+def _run_ingest(
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    as_of: date,
+    reporter: Reporter,
+    result: StageResult,
+    reload: bool,
+) -> None:
+    result.status = "running"
+
+    def on_extract(extract) -> None:
+        if extract.status == "loaded":
+            reporter.info(
+                f"    {extract.file:<32} read {extract.rows_read:>11,}  accepted "
+                f"{extract.rows_accepted:>11,}  rejected {extract.rows_rejected:>8,}  "
+                f"duplicates {extract.rows_duplicate:>7,}",
+                event="extract_loaded", **{k: v for k, v in asdict(extract).items()
+                                           if k != "warnings"},
+            )
+
+    report = ingest(con, config, as_of, reload=reload, warn=reporter.warn, on_extract=on_extract)
+    result.status = "ok"
+    result.rows = sum(e.rows_accepted for e in report.extracts if e.status == "loaded")
+    unchanged = sum(e.status == "unchanged" for e in report.extracts)
+    if unchanged:
+        reporter.info(f"    {unchanged} extract(s) already staged and unchanged (--reload forces)")
+    result.warnings = report.warnings
+    result.detail = report.as_dict()
+
+
+def _run_transform(
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    as_of: date,
+    stage: Stage,
+    reporter: Reporter,
+    result: StageResult,
+    computed: dict[str, str],
+    skipped: set[str],
+) -> None:
+    result.status = "running"
+    present = set(register_staged_views(con, config.paths.staging, as_of))
+    available: dict[str, str | None] = {}
+    for name in stage.inputs:
+        if name.startswith("stg_"):
+            available[name] = name if name.removeprefix("stg_") in present else None
+        elif name in computed:
+            available[name] = computed[name]
+        else:
+            available[name] = _published_input(con, config, name, as_of)
+    missing = [name for name in stage.requires if available[name] is None]
+    absent_sources = [m.removeprefix("stg_") for m in missing if m.startswith("stg_")]
+    absent_tables = [m for m in missing if not m.startswith("stg_")]
+    if absent_tables and not set(absent_tables) <= skipped:
+        raise UsageError(
+            f"stage {stage.name} needs {', '.join(absent_tables)} for {as_of}, which is not in "
+            f"the warehouse; run `custseg run --as-of {as_of} --from {absent_tables[0]}`"
+        )
+    if missing:
+        why = (
+            f"no {', '.join(absent_sources)} extract on or before {as_of}"
+            if absent_sources
+            else f"{', '.join(absent_tables)} was skipped"
+        )
+        result.status = "skipped"
+        message = f"stage {stage.name} skipped: {why}"
+        result.warnings.append(message)
+        reporter.warn(message)
+        skipped.add(stage.output)
+        return
+    params = getattr(config, stage.params_block) if stage.params_block else None
+    accepted = inspect.signature(stage.transform).parameters
+    inputs = {name: table for name, table in available.items() if name in accepted}
+    relation = stage.transform(con, **inputs, params=params, as_of=as_of)
+    temp = f"run_{stage.output}"
+    con.execute(f"drop table if exists {temp}")
+    relation.to_table(temp)
+    _check_key(con, stage, temp)
+    result.rows = con.execute(f"select count(*) from {temp}").fetchall()[0][0]
+    result.status = "ok"
+    computed[stage.output] = temp
+
+
+def _published_input(
+    con: duckdb.DuckDBPyConnection, config: Config, table: str, as_of: date
+) -> str | None:
+    """An upstream table from an earlier run of the same as-of (for --only / --from)."""
+    path = partition_path(config.paths.warehouse, table, as_of)
+    if not path.exists():
+        return None
+    view = f"published_{table}"
+    con.execute(f"create or replace temp view {view} as select * from read_parquet({literal(str(path))})")
+    return view
+
+
+def _check_key(con: duckdb.DuckDBPyConnection, stage: Stage, table: str) -> None:
+    """The grain is a contract: a null or repeated key stops the run before publishing."""
+    key = ", ".join(quote(k) for k in stage.key)
+    nulls = " or ".join(f"{quote(k)} is null" for k in stage.key)
+    bad = con.execute(
+        f"select {key}, count(*) as n from {table} group by all having n > 1 or {nulls} limit 3"
+    ).fetchall()
+    if bad:
+        raise ValidationFailed(
+            f"{stage.output}: key ({', '.join(stage.key)}) is not unique and not null; "
+            f"e.g. {bad}"
+        )
+
+
+def write_manifest(config: Config, manifest: RunManifest) -> Path:
+    """The manifest as JSON (for people and tools) and as rows of the run_manifests table."""
+    folder = config.paths.warehouse / MANIFEST_TABLE
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / f"{manifest.run_id}.json"
+    json_path.write_text(json.dumps(manifest.as_dict(), indent=2, default=str) + "\n")
+    rows = [
+        {
+            "run_id": manifest.run_id,
+            "as_of": date.fromisoformat(manifest.as_of),
+            "run_status": manifest.status,
+            "started_at": manifest.started_at,
+            "finished_at": manifest.finished_at,
+            "config_hash": manifest.config_hash,
+            "code_version": manifest.code_version,
+            "stage": s.stage,
+            "stage_status": s.status,
+            "seconds": s.seconds,
+            "rows": s.rows,
+            "warnings": s.warnings,
+            "error": manifest.error,
+        }
+        for s in manifest.stages
+    ]
+    table = pa.Table.from_pylist(rows)
+    target = folder / f"{manifest.run_id}.parquet"
+    temporary = folder / f".{manifest.run_id}.parquet.tmp"
+    pq.write_table(table, temporary)
+    os.replace(temporary, target)
+    return json_path
+
+
+def resolve_as_of(config: Config, value: str) -> date:
+    """`latest` = the newest extract date in the landing folder; else an ISO date."""
+    if value == "latest":
+        from pipeline.ingest import latest_extract_on
+
+        day = latest_extract_on(config.paths.landing)
+        if day is None:
+            raise UsageError(
+                f"--as-of latest: no extract in {config.paths.landing}; "
+                "run `custseg generate` or give a date"
+            )
+        return day
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--as-of {value!r}: expected YYYY-MM-DD or 'latest'") from None
+

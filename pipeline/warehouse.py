@@ -1,0 +1,116 @@
+"""The warehouse: published Parquet partitions and the DuckDB catalog that exposes them.
+
+Layout:
+    <warehouse>/<table>/as_of=YYYY-MM-DD/data.parquet   one partition per table and as-of
+    <warehouse>/run_manifests/<run_id>.parquet           one row per stage of every run
+    <warehouse>/custseg.duckdb                           views only: <table> (latest as-of),
+                                                         <table>_history (every as-of),
+                                                         stg_rejects, run_manifests
+
+A partition is replaced by writing a temporary file beside it and renaming it over the old one
+(atomic on POSIX), so a reader or a killed run never sees half a file; other dates are never
+touched. The catalog is rebuilt the same way, so an analyst holding it open blocks nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from transforms.staging import literal, quote
+
+CATALOG_FILE = "custseg.duckdb"
+MANIFEST_TABLE = "run_manifests"
+
+
+def partition_path(warehouse: Path, table: str, as_of: date) -> Path:
+    return warehouse / table / f"as_of={as_of.isoformat()}" / "data.parquet"
+
+
+def write_atomically(relation: duckdb.DuckDBPyRelation, target: Path, run_id: str) -> None:
+    """Write `relation` to `target` via a temporary file and a rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.tmp-{run_id}")
+    try:
+        relation.to_parquet(str(temporary), compression="zstd")
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def publish(
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    table: str,
+    source_table: str,
+    as_of: date,
+    run_id: str,
+) -> Path:
+    """Publish the run's `source_table` as the `as_of` partition of `table`."""
+    target = partition_path(warehouse, table, as_of)
+    write_atomically(con.table(source_table), target, run_id)
+    return target
+
+
+def published_tables(warehouse: Path) -> list[str]:
+    if not warehouse.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in warehouse.iterdir()
+        if p.is_dir() and any(p.glob("as_of=*/data.parquet"))
+    )
+
+
+def published_dates(warehouse: Path, table: str) -> list[date]:
+    return sorted(
+        date.fromisoformat(p.parent.name.removeprefix("as_of="))
+        for p in (warehouse / table).glob("as_of=*/data.parquet")
+    )
+
+
+def refresh_catalog(warehouse: Path, staging: Path, run_id: str) -> Path:
+    """Rebuild custseg.duckdb with a view per published table (absolute paths)."""
+    warehouse.mkdir(parents=True, exist_ok=True)
+    target = warehouse / CATALOG_FILE
+    temporary = warehouse / f"{CATALOG_FILE}.tmp-{run_id}"
+    temporary.unlink(missing_ok=True)
+    con = duckdb.connect(str(temporary))
+    try:
+        for table in published_tables(warehouse):
+            files = literal(str((warehouse / table).resolve() / "as_of=*" / "data.parquet"))
+            con.execute(
+                f"create view {quote(table + '_history')} as "
+                f"select * from read_parquet({files}, union_by_name = true)"
+            )
+            con.execute(
+                f"create view {quote(table)} as select * from {quote(table + '_history')} "
+                f"where as_of = (select max(as_of) from {quote(table + '_history')})"
+            )
+        if any((warehouse / MANIFEST_TABLE).glob("*.parquet")):
+            files = literal(str((warehouse / MANIFEST_TABLE).resolve() / "*.parquet"))
+            con.execute(
+                f"create view {MANIFEST_TABLE} as select * from read_parquet({files}, "
+                "union_by_name = true)"
+            )
+        if any(staging.glob("stg_rejects/*/*/data.parquet")):
+            files = literal(str(staging.resolve() / "stg_rejects" / "*" / "*" / "data.parquet"))
+            con.execute(
+                f"create view stg_rejects as select * from read_parquet({files}, "
+                "hive_partitioning = false)"
+            )
+    finally:
+        con.close()
+    os.replace(temporary, target)
+    temporary.with_name(temporary.name + ".wal").unlink(missing_ok=True)
+    return target
+
+
+def open_catalog(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    path = warehouse / CATALOG_FILE
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return duckdb.connect(str(path), read_only=True)
