@@ -1,0 +1,201 @@
+"""The whole pipeline on a small generated bank: reconciliation, reproducibility, atomicity."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import duckdb
+import pytest
+
+from pipeline import warehouse
+from pipeline.errors import EXIT_VALIDATION, UsageError, ValidationFailed
+from pipeline.generate import generate_bank
+from pipeline.registry import STAGES, STAGES_BY_NAME, TABLES
+from pipeline.runner import run_stages
+from pipeline.warehouse import open_catalog, partition_path
+from tests.conftest import config_for, quiet, small_generate
+
+NOT_REJECTS = {"rows_written", "duplicate_row", "optional_value_blanked"}
+
+
+def _output_digests(config) -> dict[str, str]:
+    return {
+        str(p.relative_to(config.paths.warehouse)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(config.paths.warehouse.glob("*/as_of=*/data.parquet"))
+    }
+
+
+def test_every_injected_bad_row_is_rejected_or_counted_as_duplicate(small_bank):
+    config, result, manifest = small_bank
+    ingest = next(s for s in manifest.stages if s.stage == "ingest")
+    extracts = {(e["source"], e["extract_on"]): e for e in ingest.detail["extracts"]}
+    checked = 0
+    for source, days in result.mess.items():
+        for day, injected in days.items():
+            staged = extracts[(source, day)]
+            assert staged["rows_read"] == injected["rows_written"]
+            assert staged["rows_duplicate"] == injected.get("duplicate_row", 0), (source, day)
+            expected_rejects = sum(v for k, v in injected.items() if k not in NOT_REJECTS)
+            assert staged["rows_rejected"] == expected_rejects, (source, day)
+            checked += 1
+    assert checked == len(extracts) and checked >= 6 * 4
+    assert sum(e["rows_rejected"] for e in extracts.values()) > 0
+
+
+def test_outputs_have_unique_keys_and_accepted_values(small_bank):
+    config, _, _ = small_bank
+    con = open_catalog(config.paths.warehouse)
+    customers = config.generate.customers
+    for table in TABLES:
+        total, distinct = con.sql(
+            f"select count(*), count(distinct customer_id) from {table}"
+        ).fetchall()[0]
+        assert total == distinct, table
+        assert customers * 0.9 <= total <= customers, table
+    tiers = {r[0] for r in con.sql("select distinct aum_tier from aum_tiers").fetchall()}
+    assert tiers <= {t.code for t in config.aum_tiers.tiers} and len(tiers) >= 2
+    segments = {r[0] for r in con.sql("select distinct rfm_segment from rfm_scores").fetchall()}
+    assert segments <= {s.code for s in config.rfm_scores.segments} and len(segments) >= 4
+    assert con.sql("select min(recency_score), max(recency_score) from rfm_scores").fetchall() \
+        == [(1, 5)]
+    assert con.sql("select count(*) from aum_tiers where aum_cny < 0").fetchall() == [(0,)]
+
+
+def test_no_personal_data_in_any_output(small_bank):
+    config, _, _ = small_bank
+    for path in list(config.paths.warehouse.glob("**/*.parquet")) + list(
+        config.paths.staging.glob("stg_*/**/*.parquet")
+    ):
+        columns = {
+            r[0] for r in duckdb.sql(f"describe select * from read_parquet('{path}')").fetchall()
+        }
+        assert not columns & {"name", "phone", "national_id"}, path
+
+
+def test_catalog_exposes_latest_history_rejects_and_manifests(small_bank):
+    config, _, manifest = small_bank
+    con = open_catalog(config.paths.warehouse)
+    assert con.sql("select max(as_of) from customer_features").fetchall()[0][0] == \
+        config.generate.end_on
+    assert con.sql("select count(*) > 0 from customer_features_history").fetchall() == [(True,)]
+    assert con.sql("select count(*) > 0 from stg_rejects").fetchall() == [(True,)]
+    stages = con.sql(
+        "select stage, stage_status from run_manifests where run_id = $r order by stage",
+        params={"r": manifest.run_id},
+    ).fetchall()
+    assert dict(stages) == {s.name: "ok" for s in STAGES}
+    on_disk = json.loads(
+        (config.paths.warehouse / "run_manifests" / f"{manifest.run_id}.json").read_text()
+    )
+    assert on_disk["config_hash"] == config.hash() and on_disk["status"] == "succeeded"
+
+
+def test_a_second_run_gives_identical_outputs(small_bank):
+    config, _, _ = small_bank
+    before = _output_digests(config)
+    assert len(before) == len(TABLES)
+    run_stages(config, config.generate.end_on, list(STAGES), quiet(), reload=True)
+    assert _output_digests(config) == before
+
+
+def test_a_run_killed_mid_publish_leaves_the_previous_partition(small_bank, monkeypatch):
+    config, _, _ = small_bank
+    before = _output_digests(config)
+    real_replace = warehouse.os.replace
+
+    def killed(source, target):
+        if str(target).endswith("data.parquet"):
+            raise KeyboardInterrupt("killed while publishing")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(warehouse.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(config, config.generate.end_on, list(STAGES[1:]), quiet())
+    monkeypatch.undo()
+    assert _output_digests(config) == before
+    assert not list(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
+    con = open_catalog(config.paths.warehouse)
+    assert con.sql("select count(*) from rfm_scores").fetchall()[0][0] > 0
+
+
+def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
+    config, _, _ = small_bank
+    before = _output_digests(config)
+    original = STAGES_BY_NAME["aum_tiers"]
+
+    def duplicated(con, *, customer_features, params, as_of):
+        once = original.transform(
+            con, customer_features=customer_features, params=params, as_of=as_of
+        )
+        return once.union(once)
+
+    broken = [STAGES_BY_NAME["customer_features"],
+              dataclasses.replace(original, transform=duplicated)]
+    with pytest.raises(ValidationFailed) as caught:
+        run_stages(config, config.generate.end_on, broken, quiet())
+    assert caught.value.exit_code == EXIT_VALIDATION
+    assert "aum_tiers" in str(caught.value)
+    assert _output_digests(config) == before
+
+
+def test_one_stage_reruns_from_published_upstream(small_bank):
+    config, _, _ = small_bank
+    manifest = run_stages(config, config.generate.end_on, [STAGES_BY_NAME["rfm_scores"]], quiet())
+    assert [s.status for s in manifest.stages] == ["ok"]
+
+
+def test_a_stage_without_its_upstream_output_is_a_usage_error(tmp_path, small_bank):
+    bank, _, _ = small_bank
+    config = config_for(tmp_path)
+    shutil.copytree(bank.paths.staging, config.paths.staging)
+    with pytest.raises(UsageError, match="customer_features"):
+        run_stages(config, bank.generate.end_on, [STAGES_BY_NAME["rfm_scores"]], quiet())
+
+
+def test_a_bank_with_only_transactions_skips_what_it_cannot_compute(tmp_path, small_bank):
+    bank, _, _ = small_bank
+    config = config_for(tmp_path)
+    shutil.copytree(bank.paths.landing / "transactions", config.paths.landing / "transactions")
+    reporter = quiet()
+    manifest = run_stages(config, bank.generate.end_on, list(STAGES), reporter)
+    status = {s.stage: s.status for s in manifest.stages}
+    assert status == {"ingest": "ok", "customer_features": "ok", "rfm_scores": "ok",
+                      "aum_tiers": "skipped"}
+    assert any("aum_tiers skipped" in w for w in reporter.warnings)
+    assert not partition_path(config.paths.warehouse, "aum_tiers", bank.generate.end_on).exists()
+    features = duckdb.sql(
+        "select count(*), count(aum_cny), count(age_years) from read_parquet($p)",
+        params={"p": str(partition_path(config.paths.warehouse, "customer_features",
+                                        bank.generate.end_on))},
+    ).fetchall()[0]
+    assert features[0] > 0 and features[1:] == (0, 0)  # null, never invented
+
+
+def test_the_generator_is_reproducible(tmp_path):
+    digests = []
+    for name in ("one", "two"):
+        config = small_generate(config_for(tmp_path / name), customers=150)
+        generate_bank(config)
+        digests.append({
+            p.relative_to(config.paths.landing).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(config.paths.landing.rglob("*.csv"))
+        })
+    assert digests[0] == digests[1] and len(digests[0]) == 6 * 4
+
+
+def test_the_sample_bank_has_the_structure_models_need(small_bank):
+    config, result, _ = small_bank
+    truth = duckdb.sql(
+        f"select count(distinct persona), avg(is_churner::int), count(*) "
+        f"from read_parquet('{config.paths.ground_truth}/customers.parquet')"
+    ).fetchall()[0]
+    assert truth[0] == 6 and 0.03 < truth[1] < 0.25 and truth[2] == config.generate.customers
+    acquisitions = duckdb.sql(
+        f"select count(*) from read_parquet('{config.paths.ground_truth}/acquisitions.parquet')"
+    ).fetchall()[0][0]
+    assert acquisitions > 0
+    con = open_catalog(config.paths.warehouse)
+    assert con.sql("select count(distinct aum_tier) from aum_tiers").fetchall() == [(3,)]
