@@ -32,26 +32,103 @@ EPOCH = date(1970, 1, 1)
 PRODUCTS = pl.DataFrame(
     [
         # product_id, name, type, family, risk, side, min_tier
-        ("DEP_CURRENT", "活期存款 Current account", "current_account", "deposit", "R1", "asset", None),
+        (
+            "DEP_CURRENT",
+            "活期存款 Current account",
+            "current_account",
+            "deposit",
+            "R1",
+            "asset",
+            None,
+        ),
         ("DEP_TIME", "定期存款 Time deposit", "time_deposit", "deposit", "R1", "asset", None),
-        ("DEP_STRUCT", "结构性存款 Structured deposit", "structured_deposit", "deposit", "R2", "asset", None),
-        ("WM_FIXED", "固收理财 Fixed-income wealth plan", "wealth_plan", "wealth", "R2", "asset", None),
-        ("WM_BALANCED", "平衡型理财 Balanced wealth plan", "wealth_plan", "wealth", "R3", "asset", None),
+        (
+            "DEP_STRUCT",
+            "结构性存款 Structured deposit",
+            "structured_deposit",
+            "deposit",
+            "R2",
+            "asset",
+            None,
+        ),
+        (
+            "WM_FIXED",
+            "固收理财 Fixed-income wealth plan",
+            "wealth_plan",
+            "wealth",
+            "R2",
+            "asset",
+            None,
+        ),
+        (
+            "WM_BALANCED",
+            "平衡型理财 Balanced wealth plan",
+            "wealth_plan",
+            "wealth",
+            "R3",
+            "asset",
+            None,
+        ),
         ("FUND_MM", "货币基金 Money-market fund", "money_market_fund", "fund", "R1", "asset", None),
         ("FUND_BOND", "债券基金 Bond fund", "bond_fund", "fund", "R2", "asset", None),
         ("FUND_EQUITY", "股票基金 Equity fund", "equity_fund", "fund", "R4", "asset", None),
         ("FUND_QUANT", "量化基金 Quant fund", "quant_fund", "fund", "R5", "asset", "hnw"),
-        ("PE_FUND", "私募股权 Private equity", "private_equity", "fund", "R5", "asset", "private_banking"),
-        ("INS_LIFE", "终身寿险 Whole life insurance", "life_insurance", "insurance", "R2", "asset", None),
-        ("INS_PENSION", "养老年金 Pension annuity", "pension_annuity", "insurance", "R1", "asset", None),
+        (
+            "PE_FUND",
+            "私募股权 Private equity",
+            "private_equity",
+            "fund",
+            "R5",
+            "asset",
+            "private_banking",
+        ),
+        (
+            "INS_LIFE",
+            "终身寿险 Whole life insurance",
+            "life_insurance",
+            "insurance",
+            "R2",
+            "asset",
+            None,
+        ),
+        (
+            "INS_PENSION",
+            "养老年金 Pension annuity",
+            "pension_annuity",
+            "insurance",
+            "R1",
+            "asset",
+            None,
+        ),
         ("LOAN_MORTGAGE", "住房按揭 Mortgage", "mortgage", "loan", "R1", "liability", None),
-        ("LOAN_CONSUMER", "消费贷款 Consumer loan", "consumer_loan", "loan", "R1", "liability", None),
-        ("LOAN_BUSINESS", "经营贷款 Business loan", "business_loan", "loan", "R1", "liability", None),
+        (
+            "LOAN_CONSUMER",
+            "消费贷款 Consumer loan",
+            "consumer_loan",
+            "loan",
+            "R1",
+            "liability",
+            None,
+        ),
+        (
+            "LOAN_BUSINESS",
+            "经营贷款 Business loan",
+            "business_loan",
+            "loan",
+            "R1",
+            "liability",
+            None,
+        ),
         ("CARD_CREDIT", "信用卡 Credit card", "credit_card", "card", "R1", "liability", None),
     ],
     schema=[
-        "product_id", "product_name", "product_type", "product_family", "risk_level",
-        "balance_type", "min_tier",
+        "product_id",
+        "product_name",
+        "product_type",
+        "product_family",
+        "risk_level",
+        "balance_type",
+        "min_tier",
     ],
     orient="row",
 )
@@ -60,7 +137,12 @@ IS_ASSET = (PRODUCTS["balance_type"] == "asset").to_numpy()
 P = {pid: i for i, pid in enumerate(PRODUCT_IDS)}
 
 PERSONAS = (
-    "young_professional", "family", "affluent_investor", "business_owner", "retiree", "student",
+    "young_professional",
+    "family",
+    "affluent_investor",
+    "business_owner",
+    "retiree",
+    "student",
 )
 PERSONA_SHARE = np.array([0.24, 0.26, 0.10, 0.10, 0.18, 0.12])
 # age range, median AUM (CNY), AUM log-sd, activity per month, payroll share, mean risk score
@@ -74,21 +156,132 @@ CHURN_SHARE = np.array([0.12, 0.08, 0.07, 0.10, 0.06, 0.18])
 MORTGAGE_SHARE = np.array([0.10, 0.08, 0.03, 0.03, 0.0, 0.0])
 FUND_BUY_SHARE = np.array([0.06, 0.05, 0.12, 0.06, 0.03, 0.02])
 OCCUPATION_BY_PERSONA = (
-    ("salaried", "freelancer"), ("salaried", "freelancer", "business_owner"),
-    ("salaried", "business_owner"), ("business_owner",), ("retired",), ("student",),
+    ("salaried", "freelancer"),
+    ("salaried", "freelancer", "business_owner"),
+    ("salaried", "business_owner"),
+    ("business_owner",),
+    ("retired",),
+    ("student",),
 )
 # probability that a persona holds each product at the start (DEP_CURRENT always)
 HOLD = np.array(
     [  # CUR  TIME STRC WMF  WMB  MM   BOND EQ   QNT  PE   LIFE PENS MORT CONS BUS  CARD
-        [1.0, 0.30, 0.05, 0.15, 0.10, 0.45, 0.10, 0.20, 0.00, 0.00, 0.10, 0.05, 0.15, 0.25, 0.00, 0.60],
-        [1.0, 0.45, 0.10, 0.25, 0.15, 0.35, 0.15, 0.12, 0.00, 0.00, 0.35, 0.15, 0.40, 0.15, 0.00, 0.55],
-        [1.0, 0.50, 0.35, 0.45, 0.40, 0.40, 0.40, 0.45, 0.20, 0.08, 0.35, 0.20, 0.20, 0.02, 0.00, 0.50],
-        [1.0, 0.35, 0.20, 0.30, 0.25, 0.35, 0.20, 0.25, 0.08, 0.05, 0.20, 0.05, 0.20, 0.05, 0.55, 0.50],
-        [1.0, 0.70, 0.25, 0.40, 0.10, 0.20, 0.25, 0.03, 0.00, 0.00, 0.20, 0.45, 0.02, 0.00, 0.00, 0.15],
-        [1.0, 0.02, 0.00, 0.00, 0.00, 0.25, 0.00, 0.05, 0.00, 0.00, 0.00, 0.00, 0.00, 0.05, 0.00, 0.20],
+        [
+            1.0,
+            0.30,
+            0.05,
+            0.15,
+            0.10,
+            0.45,
+            0.10,
+            0.20,
+            0.00,
+            0.00,
+            0.10,
+            0.05,
+            0.15,
+            0.25,
+            0.00,
+            0.60,
+        ],
+        [
+            1.0,
+            0.45,
+            0.10,
+            0.25,
+            0.15,
+            0.35,
+            0.15,
+            0.12,
+            0.00,
+            0.00,
+            0.35,
+            0.15,
+            0.40,
+            0.15,
+            0.00,
+            0.55,
+        ],
+        [
+            1.0,
+            0.50,
+            0.35,
+            0.45,
+            0.40,
+            0.40,
+            0.40,
+            0.45,
+            0.20,
+            0.08,
+            0.35,
+            0.20,
+            0.20,
+            0.02,
+            0.00,
+            0.50,
+        ],
+        [
+            1.0,
+            0.35,
+            0.20,
+            0.30,
+            0.25,
+            0.35,
+            0.20,
+            0.25,
+            0.08,
+            0.05,
+            0.20,
+            0.05,
+            0.20,
+            0.05,
+            0.55,
+            0.50,
+        ],
+        [
+            1.0,
+            0.70,
+            0.25,
+            0.40,
+            0.10,
+            0.20,
+            0.25,
+            0.03,
+            0.00,
+            0.00,
+            0.20,
+            0.45,
+            0.02,
+            0.00,
+            0.00,
+            0.15,
+        ],
+        [
+            1.0,
+            0.02,
+            0.00,
+            0.00,
+            0.00,
+            0.25,
+            0.00,
+            0.05,
+            0.00,
+            0.00,
+            0.00,
+            0.00,
+            0.00,
+            0.05,
+            0.00,
+            0.20,
+        ],
     ]
 )
-LOAN_MEDIAN = {"LOAN_MORTGAGE": 1.2e6, "LOAN_CONSUMER": 60e3, "LOAN_BUSINESS": 1.5e6, "CARD_CREDIT": 8e3}
+LOAN_MEDIAN = {
+    "LOAN_MORTGAGE": 1.2e6,
+    "LOAN_CONSUMER": 60e3,
+    "LOAN_BUSINESS": 1.5e6,
+    "CARD_CREDIT": 8e3,
+}
 CHANNELS = np.array(["mobile", "online", "branch", "atm", "pos", "call_centre"])
 CHANNEL_MIX = np.array(
     [
@@ -101,8 +294,19 @@ CHANNEL_MIX = np.array(
     ]
 )
 CATEGORIES = (
-    "salary", "business_income", "pension", "transfer_in", "transfer_out", "shopping", "bills",
-    "cash", "investment", "redemption", "loan_repayment", "interest", "fee",
+    "salary",
+    "business_income",
+    "pension",
+    "transfer_in",
+    "transfer_out",
+    "shopping",
+    "bills",
+    "cash",
+    "investment",
+    "redemption",
+    "loan_repayment",
+    "interest",
+    "fee",
 )
 C = {name: i for i, name in enumerate(CATEGORIES)}
 SPEND_CODES = np.array([C[c] for c in ("shopping", "bills", "cash", "transfer_out", "investment")])
@@ -113,8 +317,15 @@ INCOME_CODES = np.array(
 EVENT_TYPES = ("login", "page_view", "enquiry", "complaint")
 E = {name: i for i, name in enumerate(EVENT_TYPES)}
 EVENT_TOPICS = (
-    "mortgage_rates", "funds", "overseas_accounts", "insurance", "deposits", "cards", "loans",
-    "wealth", "service",
+    "mortgage_rates",
+    "funds",
+    "overseas_accounts",
+    "insurance",
+    "deposits",
+    "cards",
+    "loans",
+    "wealth",
+    "service",
 )
 T = {name: i for i, name in enumerate(EVENT_TOPICS)}
 TOPIC_MIX = np.array(
@@ -127,9 +338,15 @@ TOPIC_MIX = np.array(
         [0.02, 0.15, 0.15, 0.03, 0.15, 0.35, 0.05, 0.05, 0.05],
     ]
 )
-SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
-GIVEN = list("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍建国红鹏辉玲丹宇浩凯健俊帆欣怡晨阳雪梅琳婷倩颖佳瑞博文昊然子轩")
-CITIES = np.array(["上海", "北京", "深圳", "广州", "杭州", "南京", "成都", "武汉", "苏州", "西安", "天津", "重庆"])
+SURNAMES = list(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
+GIVEN = list(
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍建国红鹏辉玲丹宇浩凯健俊帆欣怡晨阳雪梅琳婷倩颖佳瑞博文昊然子轩"
+)
+CITIES = np.array(
+    ["上海", "北京", "深圳", "广州", "杭州", "南京", "成都", "武汉", "苏州", "西安", "天津", "重庆"]
+)
 INCOME_BANDS = np.array(["A_lt_100k", "B_100k_300k", "C_300k_1m", "D_gt_1m"])
 RISK_ASSET = np.array([p in ("R3", "R4", "R5") for p in PRODUCTS["risk_level"].to_list()])
 
@@ -211,9 +428,9 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     birth_day = (end_day - age_years * 365.25).astype(np.int64)
     # tenure: one in ten is new (opened in the last year), the rest up to 20 years back
     is_new = rng.random(n) < 0.10
-    tenure_days = np.where(
-        is_new, rng.integers(0, 365, n), rng.integers(365, 20 * 365, n)
-    ).astype(np.int64)
+    tenure_days = np.where(is_new, rng.integers(0, 365, n), rng.integers(365, 20 * 365, n)).astype(
+        np.int64
+    )
     tenure_days = np.minimum(tenure_days, ((age_years - 16) * 365).astype(np.int64).clip(30))
     opened_day = end_day - tenure_days
     active_from = np.maximum(opened_day, start_day)
@@ -250,7 +467,10 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     credit_score = np.clip(rng.normal(650, 80, n) + 20 * np.log10(aum_target), 300, 950)
     names = np.char.add(
         rng.choice(SURNAMES, n).astype(str),
-        np.char.add(rng.choice(GIVEN, n).astype(str), np.where(rng.random(n) < 0.6, rng.choice(GIVEN, n), "")),
+        np.char.add(
+            rng.choice(GIVEN, n).astype(str),
+            np.where(rng.random(n) < 0.6, rng.choice(GIVEN, n), ""),
+        ),
     )
     phone = np.char.add("1", rng.integers(3_000_000_000, 9_999_999_999, n).astype(str))
     national_id = np.char.add(
@@ -336,9 +556,9 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
         )
     drift = rng.normal(0.004, 0.01, n)
 
-    balance_days = np.array([_days(d) for d in spec.month_ends()] + [
-        _days(d) for d in spec.extract_dates[1:]
-    ])
+    balance_days = np.array(
+        [_days(d) for d in spec.month_ends()] + [_days(d) for d in spec.extract_dates[1:]]
+    )
     balance_extract = [spec.backfill_on] * len(spec.month_ends()) + spec.extract_dates[1:]
     cust_idx, prod_idx = np.nonzero(holds)
     m = len(balance_days)
@@ -347,8 +567,10 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     bday = np.tile(balance_days, len(cust_idx))
     bextract = np.tile(np.array([_days(d) for d in balance_extract]), len(cust_idx))
     months_from_end = (end_day - bday) / 30.4
-    value = base_balance[ci, pj] * np.exp(-drift[ci] * months_from_end) * np.exp(
-        0.04 * rng.standard_normal(len(ci))
+    value = (
+        base_balance[ci, pj]
+        * np.exp(-drift[ci] * months_from_end)
+        * np.exp(0.04 * rng.standard_normal(len(ci)))
     )
     outflow = _churn_factor(bday, churn_day[ci])
     value = np.where(IS_ASSET[pj], value * outflow, value * np.where(bday >= churn_day[ci], 0, 1))
@@ -438,9 +660,9 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     t_owner, t_at, t_category = t_owner[order], t_at[order], t_category[order]
     is_investment = np.isin(t_category, [C["investment"], C["redemption"]])
     t_product = np.where(
-        is_investment, np.array([P["FUND_MM"], P["FUND_BOND"], P["WM_FIXED"]])[
-            rng.integers(0, 3, len(order))
-        ], P["DEP_CURRENT"],
+        is_investment,
+        np.array([P["FUND_MM"], P["FUND_BOND"], P["WM_FIXED"]])[rng.integers(0, 3, len(order))],
+        P["DEP_CURRENT"],
     )
     t_day = t_at // SECONDS_PER_DAY
     transactions = pl.DataFrame(
@@ -487,9 +709,9 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     comp_owner = np.flatnonzero(is_churner & (rng.random(n) < 0.35))
     comp_day = churn_day[comp_owner] - rng.integers(20, 110, len(comp_owner))
     base_comp = np.flatnonzero(rng.random(n) < 0.02)
-    base_day = active_from[base_comp] + (
-        rng.random(len(base_comp)) * span_days[base_comp]
-    ).astype(np.int64)
+    base_day = active_from[base_comp] + (rng.random(len(base_comp)) * span_days[base_comp]).astype(
+        np.int64
+    )
     complaints = len(comp_owner) + len(base_comp)
     all_owner = np.concatenate([e_owner, sig_owner, comp_owner, base_comp]).astype(np.int64)
     all_day = np.concatenate([e_day, sig_day, comp_day, base_day]).astype(np.int64)
@@ -499,7 +721,12 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     all_topic = np.concatenate([e_topic, sig_topic, np.full(complaints, T["service"])])
     ok = (all_day >= active_from[all_owner]) & (all_day <= end_day)
     ok &= all_day < churn_day[all_owner]
-    all_owner, all_day, all_type, all_topic = all_owner[ok], all_day[ok], all_type[ok], all_topic[ok]
+    all_owner, all_day, all_type, all_topic = (
+        all_owner[ok],
+        all_day[ok],
+        all_type[ok],
+        all_topic[ok],
+    )
     all_at = all_day * SECONDS_PER_DAY + rng.integers(7 * 3600, 23 * 3600, len(all_day))
     order = np.lexsort((all_owner, all_at))
     all_owner, all_at = all_owner[order], all_at[order]
@@ -527,17 +754,13 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     # --- questionnaires (every extract is a full dump of answers so far) ------------------------
     q_count = rng.choice([0, 1, 2, 3], n, p=[0.12, 0.45, 0.3, 0.13])
     q_owner = np.repeat(np.arange(n), q_count)
-    q_day = np.maximum(opened_day[q_owner], end_day - 900) + rng.integers(
-        0, 900, len(q_owner)
-    )
+    q_day = np.maximum(opened_day[q_owner], end_day - 900) + rng.integers(0, 900, len(q_owner))
     q_day = np.minimum(q_day, end_day)
     q_risk = np.clip(RISK_MEAN[persona[q_owner]] + rng.normal(0, 12, len(q_owner)), 0, 100)
     s_owner = np.flatnonzero(rng.random(n) < 0.4)
     s_day = np.maximum(opened_day[s_owner], end_day - 700) + rng.integers(0, 700, len(s_owner))
     s_day = np.minimum(s_day, end_day)
-    nps = np.clip(
-        np.round(rng.normal(7.5, 2.0, len(s_owner)) - 3.0 * is_churner[s_owner]), 0, 10
-    )
+    nps = np.clip(np.round(rng.normal(7.5, 2.0, len(s_owner)) - 3.0 * is_churner[s_owner]), 0, 10)
     qo = np.concatenate([q_owner, s_owner])
     qd = np.concatenate([q_day, s_day])
     answers = pl.DataFrame(
@@ -551,9 +774,7 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
             "risk_score": np.concatenate(
                 [np.round(q_risk).astype(int).astype(str), np.full(len(s_owner), "")]
             ),
-            "nps_score": np.concatenate(
-                [np.full(len(q_owner), ""), nps.astype(int).astype(str)]
-            ),
+            "nps_score": np.concatenate([np.full(len(q_owner), ""), nps.astype(int).astype(str)]),
             "_day": qd,
         }
     ).select(_key_column("questionnaire_id", "Q", 8), pl.exclude("_seq"))
@@ -574,9 +795,7 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
             "is_churner": is_churner,
             "churn_on": _as_dates(np.where(is_churner, churn_day, 0)),
         }
-    ).with_columns(
-        churn_on=pl.when(pl.col("is_churner")).then(pl.col("churn_on")).otherwise(None)
-    )
+    ).with_columns(churn_on=pl.when(pl.col("is_churner")).then(pl.col("churn_on")).otherwise(None))
     return Chunk(
         sources={
             "customers": customers,
@@ -746,17 +965,18 @@ def add_mess(
     copy_position = rows + np.where(kind == "duplicate_row", 0.5, -0.5)
     blank = rng.random(n) < rate
     messy = frame.with_columns(
-        [
-            pl.when(pl.Series(blank)).then(pl.lit("")).otherwise(pl.col(c)).alias(c)
-            for c in optional
-        ]
+        [pl.when(pl.Series(blank)).then(pl.lit("")).otherwise(pl.col(c)).alias(c) for c in optional]
     )
-    combined = pl.concat(
-        [
-            messy.with_columns(_position=pl.Series(position)),
-            copies.drop("_kind").with_columns(_position=pl.Series(copy_position)),
-        ]
-    ).sort("_position", maintain_order=True).drop("_position")
+    combined = (
+        pl.concat(
+            [
+                messy.with_columns(_position=pl.Series(position)),
+                copies.drop("_kind").with_columns(_position=pl.Series(copy_position)),
+            ]
+        )
+        .sort("_position", maintain_order=True)
+        .drop("_position")
+    )
     counts = (
         copies.group_by("extract_on", pl.col("_kind").alias("kind"))
         .len("rows")

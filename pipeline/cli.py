@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 import yaml
@@ -37,7 +37,9 @@ app.add_typer(config_app, name="config")
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="YAML config (default: $CUSTSEG_CONFIG or configs/default.yaml)",
+        "--config",
+        "-c",
+        help="YAML config (default: $CUSTSEG_CONFIG or configs/default.yaml)",
         show_default=False,
     ),
 ]
@@ -94,7 +96,11 @@ def generate(
 
     reporter = _reporter(log_format)
     config = _config(
-        config_path, customers=customers, months=months, seed=seed, file_format=file_format,
+        config_path,
+        customers=customers,
+        months=months,
+        seed=seed,
+        file_format=file_format,
         mess_rate=mess_rate,
     )
     started = time.perf_counter()
@@ -106,11 +112,14 @@ def generate(
         f"generated {config.generate.customers:,} customers, {spec.history_start} to "
         f"{spec.end_on}: backfill {spec.backfill_on} + {len(spec.extract_dates) - 1} nightly "
         f"extracts in {config.paths.landing} ({seconds:.1f} s)",
-        event="generated", seconds=round(seconds, 2), rows=result.rows_written,
+        event="generated",
+        seconds=round(seconds, 2),
+        rows=result.rows_written,
     )
     for source, rows in result.rows_written.items():
-        reporter.info(f"  {source:<15} {rows:>12,} rows", event="generated_source",
-                      source=source, rows=rows)
+        reporter.info(
+            f"  {source:<15} {rows:>12,} rows", event="generated_source", source=source, rows=rows
+        )
 
 
 @app.command(
@@ -174,16 +183,20 @@ def _print_summary(config: Config, manifest) -> None:
                     f"    {source:<15} read {t['read']:>11,}  accepted {t['accepted']:>11,}  "
                     f"rejected {t['rejected']:>8,}  duplicates {t['duplicate']:>7,}"
                 )
-    tier = partition_path(config.paths.warehouse, "aum_tiers", __import__("datetime").date
-                          .fromisoformat(manifest.as_of))
+    tier = partition_path(
+        config.paths.warehouse,
+        "aum_tiers",
+        __import__("datetime").date.fromisoformat(manifest.as_of),
+    )
     if tier.exists():
         rows = duckdb.sql(
             "select aum_tier, count(*), round(sum(aum_cny) / 1e6, 1) from read_parquet($p) "
-            "group by aum_tier order by min(aum_cny)", params={"p": str(tier)}
+            "group by aum_tier order by min(aum_cny)",
+            params={"p": str(tier)},
         ).fetchall()
         out("  customers by AUM tier:  " + ",  ".join(f"{t} {n:,}" for t, n, _ in rows))
     out(f"  tables: {config.paths.warehouse}/<table>/as_of={manifest.as_of}/data.parquet")
-    out(f'  query:  custseg sql "select * from rfm_scores limit 5"')
+    out('  query:  custseg sql "select * from rfm_scores limit 5"')
 
 
 @app.command()
@@ -220,9 +233,13 @@ def config_show(
     config = _config(config_path)
     data = config.model_dump(mode="json")
     salt = config.salt()
-    data["privacy"]["salt"] = f"set (from ${config.privacy.salt_env})" if salt else (
-        f"not set (${config.privacy.salt_env}); ingest keeps a generated one in "
-        f"{config.paths.staging}/.pseudonymisation_salt"
+    data["privacy"]["salt"] = (
+        f"set (from ${config.privacy.salt_env})"
+        if salt
+        else (
+            f"not set (${config.privacy.salt_env}); ingest keeps a generated one in "
+            f"{config.paths.staging}/.pseudonymisation_salt"
+        )
     )
     typer.echo(f"# {config.source_file}  (config hash {config.hash()})")
     if output_format == "json":
@@ -235,7 +252,7 @@ def config_show(
     epilog=(
         "Examples:\n\n"
         '  custseg sql "select aum_tier, count(*) from aum_tiers group by 1"\n\n'
-        '  custseg sql "select * from rfm_scores_history where customer_id = \'C000000042\'"\n\n'
+        "  custseg sql \"select * from rfm_scores_history where customer_id = 'C000000042'\"\n\n"
         '  custseg sql --format csv "select * from stg_rejects" > rejects.csv'
     )
 )
@@ -282,8 +299,9 @@ def _print_table(relation, limit: int) -> None:
     for name, dtype in frame.schema.items():
         table.add_column(name, justify="right" if dtype.is_numeric() else "left")
     for row in frame.head(limit).iter_rows():
-        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
-                        for v in row))
+        table.add_row(
+            *("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row)
+        )
     Console(highlight=False).print(table)
     if frame.height > limit:
         typer.echo(f"(first {limit} rows; use --limit or --format csv for more)")

@@ -111,9 +111,7 @@ def find_extracts(landing: Path, as_of: date) -> dict[str, list[Extract]]:
 
 def latest_extract_on(landing: Path) -> date | None:
     days = [
-        e.extract_on
-        for extracts in find_extracts(landing, date.max).values()
-        for e in extracts
+        e.extract_on for extracts in find_extracts(landing, date.max).values() for e in extracts
     ]
     return max(days) if days else None
 
@@ -155,10 +153,11 @@ def ingest(
     warn: Callable[[str], None] = lambda message: None,
     on_extract: Callable[[ExtractResult], None] | None = None,
 ) -> IngestReport:
-    landing, staging = config.paths.landing, config.paths.staging
+    landing = config.paths.landing
     if not landing.is_dir():
-        raise InputError(f"landing folder {landing} does not exist; run `custseg generate` or "
-                         "set paths.landing")
+        raise InputError(
+            f"landing folder {landing} does not exist; run `custseg generate` or set paths.landing"
+        )
     found = find_extracts(landing, as_of)
     absent = [name for name in INGEST_ORDER if not found[name]]
     if all(not files for files in found.values()):
@@ -179,9 +178,7 @@ def ingest(
         source = SOURCES[name]
         options = config.ingest.sources[name]
         for extract in found[name]:
-            result = _ingest_one(
-                con, config, source, options, extract, privacy, reload=reload
-            )
+            result = _ingest_one(con, config, source, options, extract, privacy, reload=reload)
             for message in result.warnings:
                 warnings.append(message)
                 warn(message)
@@ -263,9 +260,14 @@ def _ingest_one(
         warnings=warnings,
     )
     assert result.rows_read == result.rows_accepted + result.rows_rejected + result.rows_duplicate
-    _write_partition(staged.accepted, target, meta={"fingerprint": fingerprint, "result": {
-        k: v for k, v in asdict(result).items() if k not in ("status", "warnings")
-    }})
+    _write_partition(
+        staged.accepted,
+        target,
+        meta={
+            "fingerprint": fingerprint,
+            "result": {k: v for k, v in asdict(result).items() if k not in ("status", "warnings")},
+        },
+    )
     _write_partition(
         rejects.order("source_row_number"),
         rejects_dir(staging, source.name, extract.extract_on),
@@ -292,9 +294,12 @@ def _read_raw(
         file_format = "parquet" if path.suffix == ".parquet" else "csv"
     try:
         if file_format == "parquet":
-            columns = [r[0] for r in con.sql(
-                f"describe select * from read_parquet({literal(str(path))})"
-            ).fetchall()]
+            columns = [
+                r[0]
+                for r in con.sql(
+                    f"describe select * from read_parquet({literal(str(path))})"
+                ).fetchall()
+            ]
         else:
             path = _utf8_copy(path, options.encoding, config.paths.temp)
             columns = _csv_header(path, options)
@@ -310,8 +315,9 @@ def _read_raw(
     expected = {c.name for c in source.columns}
     extra = [c for c in columns if c not in expected]
     if extra:
-        warnings.append(f"{extract.path.name}: ignored column(s) not in the contract: "
-                        f"{', '.join(extra)}")
+        warnings.append(
+            f"{extract.path.name}: ignored column(s) not in the contract: {', '.join(extra)}"
+        )
     select = ", ".join(
         f"cast({quote(c.name)} as varchar) as {quote(c.name)}"
         if c.name in columns
@@ -335,7 +341,8 @@ def _read_raw(
             con.execute(f"""
                 create or replace temp table raw_rows as
                 select row_number() over () as accepted_number, {select}
-                from read_csv({literal(str(path))}, header = true, delim = {literal(options.delimiter)},
+                from read_csv({literal(str(path))}, header = true,
+                              delim = {literal(options.delimiter)},
                               columns = {all_columns}, store_rejects = true,
                               rejects_table = 'rejects_table', rejects_scan = 'rejects_table_scan',
                               auto_detect = false, quote = '"', escape = '"')
@@ -376,7 +383,8 @@ def _structural_rejects_sql(source: Source, extract: Extract) -> str:
         else "json_object('unreadable_line', csv_line)"
     )
     return f"""
-        select {literal(source.name)} as source, DATE '{extract.extract_on.isoformat()}' as extract_on,
+        select {literal(source.name)} as source,
+               DATE '{extract.extract_on.isoformat()}' as extract_on,
                {literal(extract.path.name)} as file_name, line as source_row_number,
                column_name, 'unreadable line: ' || lower(error_type) || ' (' || error_message || ')'
                as reason, {record} as raw_record
@@ -397,9 +405,10 @@ def _utf8_copy(path: Path, encoding: str, temp: Path) -> Path:
         return path
     temp.mkdir(parents=True, exist_ok=True)
     target = temp / f"{path.stem}.utf8.{os.getpid()}.csv"
-    with path.open(encoding=encoding, newline="") as source, target.open(
-        "w", encoding="utf-8", newline=""
-    ) as sink:
+    with (
+        path.open(encoding=encoding, newline="") as source,
+        target.open("w", encoding="utf-8", newline="") as sink,
+    ):
         shutil.copyfileobj(source, sink, length=1 << 22)
     return target
 
@@ -418,9 +427,7 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def register_staged_views(
-    con: duckdb.DuckDBPyConnection, staging: Path, as_of: date
-) -> list[str]:
+def register_staged_views(con: duckdb.DuckDBPyConnection, staging: Path, as_of: date) -> list[str]:
     """Create a view `stg_<source>` per staged source as it was known on `as_of`; return the
     sources present. Snapshots: the latest extract on or before as_of. History: every extract
     on or before as_of, rows dated on or before it (a row delivered late, after as_of, is not

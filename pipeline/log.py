@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rich.console import Console
@@ -28,7 +28,7 @@ class Reporter:
 
     def _json(self, level: str, event: str, message: str, **fields: Any) -> None:
         record = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": level,
             "event": event,
             "message": message,
@@ -60,14 +60,24 @@ class Reporter:
     def progress(self, description: str, total: int):
         """Yields advance(completed): a bar on a terminal, a log line per step in json."""
         if self.format == "json" or self.quiet or not self.console.is_terminal:
+
             def advance(completed: int) -> None:
-                self.info(f"{description}: {completed:,}/{total:,}", event="progress",
-                          completed=completed, total=total)
+                self.info(
+                    f"{description}: {completed:,}/{total:,}",
+                    event="progress",
+                    completed=completed,
+                    total=total,
+                )
+
             yield advance
             return
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-            TimeElapsedColumn(), console=self.console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
         ) as bar:
             task = bar.add_task(description, total=total)
             yield lambda completed: bar.update(task, completed=completed)

@@ -15,7 +15,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -84,7 +84,7 @@ def code_version() -> str:
 
 
 def new_run_id(as_of: date) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{as_of:%Y%m%d}-{uuid.uuid4().hex[:6]}"
 
 
@@ -98,12 +98,14 @@ def run_stages(
 ) -> RunManifest:
     run_id = new_run_id(as_of)
     started = time.perf_counter()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     results = {s.name: StageResult(s.name, "not_run") for s in stages}
     warnings_before = len(reporter.warnings)
     reporter.info(
         f"run {run_id}: as-of {as_of}, stages {', '.join(s.name for s in stages)}",
-        event="run_started", run_id=run_id, as_of=as_of,
+        event="run_started",
+        run_id=run_id,
+        as_of=as_of,
     )
     con = connect(config)
     error: CustsegError | Exception | None = None
@@ -121,8 +123,9 @@ def run_stages(
             _report_stage(reporter, result)
         for stage in stages:
             if stage.output and stage.output in computed:
-                path = publish(con, config.paths.warehouse, stage.output,
-                               computed[stage.output], as_of, run_id)
+                path = publish(
+                    con, config.paths.warehouse, stage.output, computed[stage.output], as_of, run_id
+                )
                 results[stage.name].output = str(path)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
@@ -136,7 +139,7 @@ def run_stages(
         as_of=as_of.isoformat(),
         status="failed" if error else "succeeded",
         started_at=started_at,
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 3),
         config_file=str(config.source_file) if config.source_file else None,
         config_hash=config.hash(),
@@ -153,8 +156,11 @@ def run_stages(
     if error:
         raise error
     reporter.info(
-        f"run {run_id} succeeded in {manifest.seconds:.1f} s", event="run_finished",
-        run_id=run_id, status="succeeded", seconds=manifest.seconds,
+        f"run {run_id} succeeded in {manifest.seconds:.1f} s",
+        event="run_finished",
+        run_id=run_id,
+        status="succeeded",
+        seconds=manifest.seconds,
     )
     return manifest
 
@@ -163,7 +169,10 @@ def _report_stage(reporter: Reporter, result: StageResult) -> None:
     rows = f"{result.rows:>12,} rows" if result.rows is not None else " " * 17
     reporter.info(
         f"  {result.status:<8} {result.stage:<20} {rows}  {result.seconds:7.2f} s",
-        event="stage_finished", stage=result.stage, status=result.status, rows=result.rows,
+        event="stage_finished",
+        stage=result.stage,
+        status=result.status,
+        rows=result.rows,
         seconds=result.seconds,
     )
 
@@ -184,8 +193,8 @@ def _run_ingest(
                 f"    {extract.file:<32} read {extract.rows_read:>11,}  accepted "
                 f"{extract.rows_accepted:>11,}  rejected {extract.rows_rejected:>8,}  "
                 f"duplicates {extract.rows_duplicate:>7,}",
-                event="extract_loaded", **{k: v for k, v in asdict(extract).items()
-                                           if k != "warnings"},
+                event="extract_loaded",
+                **{k: v for k, v in asdict(extract).items() if k != "warnings"},
             )
 
     report = ingest(con, config, as_of, reload=reload, warn=reporter.warn, on_extract=on_extract)
@@ -259,7 +268,9 @@ def _published_input(
     if not path.exists():
         return None
     view = f"published_{table}"
-    con.execute(f"create or replace temp view {view} as select * from read_parquet({literal(str(path))})")
+    con.execute(
+        f"create or replace temp view {view} as select * from read_parquet({literal(str(path))})"
+    )
     return view
 
 
@@ -272,8 +283,7 @@ def _check_key(con: duckdb.DuckDBPyConnection, stage: Stage, table: str) -> None
     ).fetchall()
     if bad:
         raise ValidationFailed(
-            f"{stage.output}: key ({', '.join(stage.key)}) is not unique and not null; "
-            f"e.g. {bad}"
+            f"{stage.output}: key ({', '.join(stage.key)}) is not unique and not null; e.g. {bad}"
         )
 
 
@@ -325,4 +335,3 @@ def resolve_as_of(config: Config, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise UsageError(f"--as-of {value!r}: expected YYYY-MM-DD or 'latest'") from None
-

@@ -59,9 +59,7 @@ def published_tables(warehouse: Path) -> list[str]:
     if not warehouse.is_dir():
         return []
     return sorted(
-        p.name
-        for p in warehouse.iterdir()
-        if p.is_dir() and any(p.glob("as_of=*/data.parquet"))
+        p.name for p in warehouse.iterdir() if p.is_dir() and any(p.glob("as_of=*/data.parquet"))
     )
 
 

@@ -67,9 +67,17 @@ def test_usage_errors_exit_2_with_one_line():
 
 def test_input_errors_exit_3(tmp_path, small_bank):
     config, _, _ = small_bank
-    empty = config.model_copy(update={"paths": config.paths.model_copy(
-        update={"landing": tmp_path / "landing", "staging": tmp_path / "staging",
-                "warehouse": tmp_path / "warehouse"})})
+    empty = config.model_copy(
+        update={
+            "paths": config.paths.model_copy(
+                update={
+                    "landing": tmp_path / "landing",
+                    "staging": tmp_path / "staging",
+                    "warehouse": tmp_path / "warehouse",
+                }
+            )
+        }
+    )
     (tmp_path / "landing").mkdir()
     result = custseg("run", "--as-of", "2026-11-03", config=_config_file(tmp_path, empty))
     assert result.returncode == EXIT_INPUT, result.stderr
@@ -79,7 +87,13 @@ def test_input_errors_exit_3(tmp_path, small_bank):
 def test_run_one_stage_with_json_logs_for_a_scheduler(tmp_path, small_bank):
     config, _, _ = small_bank
     result = custseg(
-        "run", "--as-of", "latest", "--only", "aum_tiers", "--log-format", "json",
+        "run",
+        "--as-of",
+        "latest",
+        "--only",
+        "aum_tiers",
+        "--log-format",
+        "json",
         config=_config_file(tmp_path, config),
     )
     assert result.returncode == 0, result.stderr
@@ -93,13 +107,18 @@ def test_sql_queries_the_published_tables(tmp_path, small_bank):
     config, _, _ = small_bank
     path = _config_file(tmp_path, config)
     result = custseg(
-        "sql", "--format", "csv", "select aum_tier, count(*) as n from aum_tiers group by 1 "
-        "order by 1", config=path,
+        "sql",
+        "--format",
+        "csv",
+        "select aum_tier, count(*) as n from aum_tiers group by 1 order by 1",
+        config=path,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "aum_tier,n" and {line.split(",")[0] for line in lines[1:]} == {
-        "affluent", "hnw", "mass",
+        "affluent",
+        "hnw",
+        "mass",
     }
     bad = custseg("sql", "select nope", config=path)
     assert bad.returncode == EXIT_USAGE and "query failed" in bad.stderr

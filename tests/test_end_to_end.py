@@ -59,8 +59,9 @@ def test_outputs_have_unique_keys_and_accepted_values(small_bank):
     assert tiers <= {t.code for t in config.aum_tiers.tiers} and len(tiers) >= 2
     segments = {r[0] for r in con.sql("select distinct rfm_segment from rfm_scores").fetchall()}
     assert segments <= {s.code for s in config.rfm_scores.segments} and len(segments) >= 4
-    assert con.sql("select min(recency_score), max(recency_score) from rfm_scores").fetchall() \
-        == [(1, 5)]
+    assert con.sql("select min(recency_score), max(recency_score) from rfm_scores").fetchall() == [
+        (1, 5)
+    ]
     assert con.sql("select count(*) from aum_tiers where aum_cny < 0").fetchall() == [(0,)]
 
 
@@ -78,8 +79,10 @@ def test_no_personal_data_in_any_output(small_bank):
 def test_catalog_exposes_latest_history_rejects_and_manifests(small_bank):
     config, _, manifest = small_bank
     con = open_catalog(config.paths.warehouse)
-    assert con.sql("select max(as_of) from customer_features").fetchall()[0][0] == \
-        config.generate.end_on
+    assert (
+        con.sql("select max(as_of) from customer_features").fetchall()[0][0]
+        == config.generate.end_on
+    )
     assert con.sql("select count(*) > 0 from customer_features_history").fetchall() == [(True,)]
     assert con.sql("select count(*) > 0 from stg_rejects").fetchall() == [(True,)]
     stages = con.sql(
@@ -132,8 +135,10 @@ def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
         )
         return once.union(once)
 
-    broken = [STAGES_BY_NAME["customer_features"],
-              dataclasses.replace(original, transform=duplicated)]
+    broken = [
+        STAGES_BY_NAME["customer_features"],
+        dataclasses.replace(original, transform=duplicated),
+    ]
     with pytest.raises(ValidationFailed) as caught:
         run_stages(config, config.generate.end_on, broken, quiet())
     assert caught.value.exit_code == EXIT_VALIDATION
@@ -162,14 +167,21 @@ def test_a_bank_with_only_transactions_skips_what_it_cannot_compute(tmp_path, sm
     reporter = quiet()
     manifest = run_stages(config, bank.generate.end_on, list(STAGES), reporter)
     status = {s.stage: s.status for s in manifest.stages}
-    assert status == {"ingest": "ok", "customer_features": "ok", "rfm_scores": "ok",
-                      "aum_tiers": "skipped"}
+    assert status == {
+        "ingest": "ok",
+        "customer_features": "ok",
+        "rfm_scores": "ok",
+        "aum_tiers": "skipped",
+    }
     assert any("aum_tiers skipped" in w for w in reporter.warnings)
     assert not partition_path(config.paths.warehouse, "aum_tiers", bank.generate.end_on).exists()
     features = duckdb.sql(
         "select count(*), count(aum_cny), count(age_years) from read_parquet($p)",
-        params={"p": str(partition_path(config.paths.warehouse, "customer_features",
-                                        bank.generate.end_on))},
+        params={
+            "p": str(
+                partition_path(config.paths.warehouse, "customer_features", bank.generate.end_on)
+            )
+        },
     ).fetchall()[0]
     assert features[0] > 0 and features[1:] == (0, 0)  # null, never invented
 
@@ -179,10 +191,14 @@ def test_the_generator_is_reproducible(tmp_path):
     for name in ("one", "two"):
         config = small_generate(config_for(tmp_path / name), customers=150)
         generate_bank(config)
-        digests.append({
-            p.relative_to(config.paths.landing).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(config.paths.landing.rglob("*.csv"))
-        })
+        digests.append(
+            {
+                p.relative_to(config.paths.landing).as_posix(): hashlib.sha256(
+                    p.read_bytes()
+                ).hexdigest()
+                for p in sorted(config.paths.landing.rglob("*.csv"))
+            }
+        )
     assert digests[0] == digests[1] and len(digests[0]) == 6 * 4
 
 

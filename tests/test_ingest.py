@@ -26,7 +26,9 @@ CUSTOMERS = CUSTOMER_HEADER + (
     ",无名,13600000000,,M,1985-01-01,2022-01-01,,,,,,\n"
     "C4,赵六,13500000000,,M,1985-13-01,2022-01-01,,,,,,\n"
 )
-TXN_HEADER = "transaction_id,customer_id,transaction_at,amount_cny,direction,channel,category,product_id\n"
+TXN_HEADER = (
+    "transaction_id,customer_id,transaction_at,amount_cny,direction,channel,category,product_id\n"
+)
 TRANSACTIONS_D1 = TXN_HEADER + (
     "T1,C1,2026-03-01 10:00:00,100.50,debit,mobile,shopping,DEP_CURRENT\n"  # 1 ok
     "T2,C1,2026-03-01 11:00:00,12,34,debit,mobile,shopping,DEP_CURRENT\n"  # 2 unreadable line
@@ -71,7 +73,10 @@ def test_every_row_read_is_accepted_rejected_or_a_duplicate(landing):
     assert (customers.rows_rejected, customers.rows_duplicate) == (3, 1)
     first = by_file["transactions_20260301.csv"]
     assert (first.rows_read, first.rows_accepted, first.rows_rejected, first.rows_duplicate) == (
-        11, 2, 8, 1,
+        11,
+        2,
+        8,
+        1,
     )
     second = by_file["transactions_20260302.csv"]
     assert (second.rows_read, second.rows_accepted, second.rows_duplicate) == (3, 2, 1)
@@ -84,8 +89,14 @@ def test_rejects_name_row_column_and_reason(landing):
     rejects = _rejects(landing, "transactions", D1)
     reasons = dict(zip(rejects["source_row_number"], rejects["column_name"], strict=True))
     assert reasons == {
-        2: None, 3: "customer_id", 4: "transaction_at", 5: "amount_cny", 6: "direction",
-        7: "transaction_at", 9: "amount_cny", 11: "customer_id",
+        2: None,
+        3: "customer_id",
+        4: "transaction_at",
+        5: "amount_cny",
+        6: "direction",
+        7: "transaction_at",
+        9: "amount_cny",
+        11: "customer_id",
     }
     text = dict(zip(rejects["source_row_number"], rejects["reason"], strict=True))
     assert text[2].startswith("unreadable line: too many columns")
@@ -138,24 +149,31 @@ def test_loading_the_same_extracts_again_never_duplicates(landing):
     assert {e.status for e in reloaded.extracts} == {"loaded"}
     con = connect(landing)
     register_staged_views(con, landing.paths.staging, D2)
-    assert con.sql("select count(*), count(distinct transaction_id) from stg_transactions") \
-        .fetchall() == [(4, 4)]
+    assert con.sql(
+        "select count(*), count(distinct transaction_id) from stg_transactions"
+    ).fetchall() == [(4, 4)]
     second = next(e for e in reloaded.extracts if e.file == "transactions_20260302.csv")
     assert second.rows_duplicate == 1
 
 
 def test_a_changed_extract_replaces_its_partition(landing):
     ingest(connect(landing), landing, D2)
-    write_extract(landing.paths.landing, "transactions", D2, TXN_HEADER +
-                  "T12,C2,2026-03-02 08:00:00,99,debit,branch,cash,DEP_CURRENT\n")
+    write_extract(
+        landing.paths.landing,
+        "transactions",
+        D2,
+        TXN_HEADER + "T12,C2,2026-03-02 08:00:00,99,debit,branch,cash,DEP_CURRENT\n",
+    )
     report = ingest(connect(landing), landing, D2)
     assert [e.status for e in report.extracts if e.file == "transactions_20260302.csv"] == [
         "loaded"
     ]
     con = connect(landing)
     register_staged_views(con, landing.paths.staging, D2)
-    assert con.sql("select transaction_id, amount_cny::double from stg_transactions "
-                   "where transaction_id in ('T11', 'T12')").fetchall() == [("T12", 99.0)]
+    assert con.sql(
+        "select transaction_id, amount_cny::double from stg_transactions "
+        "where transaction_id in ('T11', 'T12')"
+    ).fetchall() == [("T12", 99.0)]
 
 
 def test_as_of_sees_only_what_was_delivered_by_then(landing):
@@ -164,13 +182,18 @@ def test_as_of_sees_only_what_was_delivered_by_then(landing):
     register_staged_views(con, landing.paths.staging, D1)
     assert con.sql("select count(*) from stg_transactions").fetchall() == [(2,)]
     register_staged_views(con, landing.paths.staging, D2)
-    assert con.sql("select count(*) from stg_transactions where transaction_at::date = "
-                   "DATE '2026-03-01'").fetchall() == [(3,)]
+    assert con.sql(
+        "select count(*) from stg_transactions where transaction_at::date = DATE '2026-03-01'"
+    ).fetchall() == [(3,)]
 
 
 def test_missing_required_column_stops_with_the_input_exit_code(landing):
-    write_extract(landing.paths.landing, "transactions", D2,
-                  "transaction_id,customer_id,transaction_at,direction\nT1,C1,2026-03-02,debit\n")
+    write_extract(
+        landing.paths.landing,
+        "transactions",
+        D2,
+        "transaction_id,customer_id,transaction_at,direction\nT1,C1,2026-03-02,debit\n",
+    )
     with pytest.raises(InputError) as caught:
         ingest(connect(landing), landing, D2)
     assert "missing required column(s) amount_cny" in str(caught.value)
@@ -185,9 +208,13 @@ def test_wrong_encoding_is_an_input_error(landing):
 
 
 def test_extra_columns_are_ignored_with_a_warning(landing):
-    write_extract(landing.paths.landing, "transactions", D2,
-                  TXN_HEADER.rstrip("\n") + ",branch_code\n"
-                  "T12,C2,2026-03-02 08:00:00,10,debit,branch,cash,DEP_CURRENT,0451\n")
+    write_extract(
+        landing.paths.landing,
+        "transactions",
+        D2,
+        TXN_HEADER.rstrip("\n") + ",branch_code\n"
+        "T12,C2,2026-03-02 08:00:00,10,debit,branch,cash,DEP_CURRENT,0451\n",
+    )
     warnings = []
     ingest(connect(landing), landing, D2, warn=warnings.append)
     assert any("branch_code" in w for w in warnings)
@@ -196,8 +223,9 @@ def test_extra_columns_are_ignored_with_a_warning(landing):
 def test_extract_metadata_records_the_counts(landing):
     ingest(connect(landing), landing, D2)
     meta = json.loads(
-        (landing.paths.staging / "stg_transactions" / "extract_on=2026-03-01" / "_extract.json")
-        .read_text()
+        (
+            landing.paths.staging / "stg_transactions" / "extract_on=2026-03-01" / "_extract.json"
+        ).read_text()
     )
     assert meta["result"]["rows_read"] == 11
     assert meta["fingerprint"]["file"] == "transactions_20260301.csv"

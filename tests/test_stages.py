@@ -107,7 +107,10 @@ def test_rfm_ties_share_a_score_and_inactive_customers_score_one(con):
              t(customer_id, amount_cny);
     """)
     relation = rfm_scores(
-        con, stg_transactions="txns", customer_features="features", params=CONFIG.rfm_scores,
+        con,
+        stg_transactions="txns",
+        customer_features="features",
+        params=CONFIG.rfm_scores,
         as_of=AS_OF,
     )
     rows = {r["customer_id"]: r for r in relation.pl().iter_rows(named=True)}
@@ -135,7 +138,10 @@ def test_rfm_segment_follows_the_first_matching_rule(con):
         from range(10) a(i), range(10) b(j) where j <= i;
     """)
     relation = rfm_scores(
-        con, stg_transactions="txns", customer_features="features", params=CONFIG.rfm_scores,
+        con,
+        stg_transactions="txns",
+        customer_features="features",
+        params=CONFIG.rfm_scores,
         as_of=AS_OF,
     )
     rows = {r["customer_id"]: r for r in relation.pl().iter_rows(named=True)}
@@ -155,7 +161,12 @@ def test_aum_tier_boundaries_and_private_banking(con):
     relation = aum_tiers(con, customer_features="features", params=CONFIG.aum_tiers, as_of=AS_OF)
     rows = {r["customer_id"]: r for r in relation.pl().iter_rows(named=True)}
     assert {c: rows[c]["aum_tier"] for c in rows} == {
-        "A": "mass", "B": "mass", "C": "affluent", "D": "affluent", "E": "hnw", "F": "hnw",
+        "A": "mass",
+        "B": "mass",
+        "C": "affluent",
+        "D": "affluent",
+        "E": "hnw",
+        "F": "hnw",
     }
     assert [c for c in rows if rows[c]["is_private_banking"]] == ["F"]
     assert rows["C"]["aum_tier_name_zh"] == "潜力客户"

@@ -56,13 +56,31 @@ OCCUPATIONS = ("business_owner", "salaried", "freelancer", "retired", "student")
 MARITAL_STATUSES = ("single", "married", "divorced", "widowed")
 CHANNELS = ("mobile", "online", "branch", "atm", "pos", "call_centre")
 CATEGORIES = (
-    "salary", "business_income", "pension", "transfer_in", "transfer_out", "shopping",
-    "bills", "cash", "investment", "redemption", "loan_repayment", "interest", "fee",
+    "salary",
+    "business_income",
+    "pension",
+    "transfer_in",
+    "transfer_out",
+    "shopping",
+    "bills",
+    "cash",
+    "investment",
+    "redemption",
+    "loan_repayment",
+    "interest",
+    "fee",
 )
 EVENT_TYPES = ("login", "page_view", "enquiry", "complaint")
 EVENT_TOPICS = (
-    "mortgage_rates", "funds", "overseas_accounts", "insurance", "deposits", "cards",
-    "loans", "wealth", "service",
+    "mortgage_rates",
+    "funds",
+    "overseas_accounts",
+    "insurance",
+    "deposits",
+    "cards",
+    "loans",
+    "wealth",
+    "service",
 )
 
 SOURCES: dict[str, Source] = {

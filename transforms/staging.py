@@ -131,9 +131,7 @@ def _output_columns(source: Source, privacy: PrivacyRules) -> list[str]:
         if column.name in privacy.drop_columns:
             continue
         if column.name in privacy.pseudonymise_columns:
-            out.append(
-                f"sha256({literal(privacy.salt)} || t_{column.name}) as {column.name}_hash"
-            )
+            out.append(f"sha256({literal(privacy.salt)} || t_{column.name}) as {column.name}_hash")
         else:
             out.append(f"t_{column.name} as {quote(column.name)}")
     return out
