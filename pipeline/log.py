@@ -41,20 +41,20 @@ class Reporter:
         if self.format == "json":
             self._json("info", event, message, **fields)
         elif not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str, event: str = "warning", **fields: Any) -> None:
         self.warnings.append(message)
         if self.format == "json":
             self._json("warning", event, message, **fields)
         else:
-            self.console.print(f"warning: {message}", style="yellow", markup=False)
+            self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
     def error(self, message: str, **fields: Any) -> None:
         if self.format == "json":
             self._json("error", "error", message, **fields)
         else:
-            self.console.print(f"error: {message}", style="bold red", markup=False)
+            self.console.print(f"error: {message}", style="bold red", markup=False, soft_wrap=True)
 
     @contextmanager
     def progress(self, description: str, total: int):
