@@ -26,6 +26,9 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from transforms.sources import CATEGORIES, EVENT_TOPICS, EVENT_TYPES
+from transforms.sources import CHANNELS as CHANNEL_CODES
+
 SECONDS_PER_DAY = 86_400
 EPOCH = date(1970, 1, 1)
 
@@ -282,7 +285,7 @@ LOAN_MEDIAN = {
     "LOAN_BUSINESS": 1.5e6,
     "CARD_CREDIT": 8e3,
 }
-CHANNELS = np.array(["mobile", "online", "branch", "atm", "pos", "call_centre"])
+CHANNELS = np.array(CHANNEL_CODES)
 CHANNEL_MIX = np.array(
     [
         [0.55, 0.15, 0.03, 0.05, 0.20, 0.02],
@@ -293,40 +296,13 @@ CHANNEL_MIX = np.array(
         [0.70, 0.05, 0.01, 0.04, 0.20, 0.00],
     ]
 )
-CATEGORIES = (
-    "salary",
-    "business_income",
-    "pension",
-    "transfer_in",
-    "transfer_out",
-    "shopping",
-    "bills",
-    "cash",
-    "investment",
-    "redemption",
-    "loan_repayment",
-    "interest",
-    "fee",
-)
 C = {name: i for i, name in enumerate(CATEGORIES)}
 SPEND_CODES = np.array([C[c] for c in ("shopping", "bills", "cash", "transfer_out", "investment")])
 SPEND_MIX = np.array([0.45, 0.2, 0.1, 0.15, 0.1])
 INCOME_CODES = np.array(
     [C[c] for c in ("transfer_in", "business_income", "pension", "redemption", "interest")]
 )
-EVENT_TYPES = ("login", "page_view", "enquiry", "complaint")
 E = {name: i for i, name in enumerate(EVENT_TYPES)}
-EVENT_TOPICS = (
-    "mortgage_rates",
-    "funds",
-    "overseas_accounts",
-    "insurance",
-    "deposits",
-    "cards",
-    "loans",
-    "wealth",
-    "service",
-)
 T = {name: i for i, name in enumerate(EVENT_TOPICS)}
 TOPIC_MIX = np.array(
     [
