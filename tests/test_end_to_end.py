@@ -215,3 +215,12 @@ def test_the_sample_bank_has_the_structure_models_need(small_bank):
     assert acquisitions > 0
     con = open_catalog(config.paths.warehouse)
     assert con.sql("select count(distinct aum_tier) from aum_tiers").fetchall() == [(3,)]
+
+
+def test_parquet_extracts_give_the_same_tables_as_csv(tmp_path, small_bank):
+    csv_bank, _, _ = small_bank
+    config = small_generate(config_for(tmp_path), file_format="parquet")
+    generate_bank(config)
+    assert {p.suffix for p in config.paths.landing.rglob("*_*.*")} == {".parquet"}
+    run_stages(config, config.generate.end_on, list(STAGES), quiet())
+    assert _output_digests(config) == _output_digests(csv_bank)

@@ -229,3 +229,27 @@ def test_extract_metadata_records_the_counts(landing):
     )
     assert meta["result"]["rows_read"] == 11
     assert meta["fingerprint"]["file"] == "transactions_20260301.csv"
+
+
+def test_delimiter_and_date_format_options_per_source(tmp_path):
+    config = config_for(tmp_path)
+    options = config.ingest.sources["transactions"].model_copy(
+        update={"delimiter": ";", "timestamp_format": "%d/%m/%Y %H:%M"}
+    )
+    sources = {**config.ingest.sources, "transactions": options}
+    config = config.model_copy(
+        update={"ingest": config.ingest.model_copy(update={"sources": sources})}
+    )
+    write_extract(
+        config.paths.landing,
+        "transactions",
+        D1,
+        TXN_HEADER.replace(",", ";") + "T1;C1;01/03/2026 10:30;1234.50;debit;mobile;shopping;\n",
+    )
+    con = connect(config)
+    report = ingest(con, config, D1)
+    assert [(e.rows_read, e.rows_accepted) for e in report.extracts] == [(1, 1)]
+    register_staged_views(con, config.paths.staging, D1)
+    assert con.sql(
+        "select transaction_at::varchar, amount_cny::double from stg_transactions"
+    ).fetchall() == [("2026-03-01 10:30:00", 1234.5)]
