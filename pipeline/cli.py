@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -186,7 +187,7 @@ def _print_summary(config: Config, manifest) -> None:
     tier = partition_path(
         config.paths.warehouse,
         "aum_tiers",
-        __import__("datetime").date.fromisoformat(manifest.as_of),
+        date.fromisoformat(manifest.as_of),
     )
     if tier.exists():
         rows = duckdb.sql(

@@ -174,11 +174,23 @@ def ingest(
         salt=salt,
     )
     results: list[ExtractResult] = []
-    for name in INGEST_ORDER:
+    known_customers: str | None = None
+    for name in INGEST_ORDER:  # customers first, so the others can be checked against them
         source = SOURCES[name]
         options = config.ingest.sources[name]
+        if source.customer_key and known_customers is None:
+            known_customers = _known_customers(con, config.paths.staging)
         for extract in found[name]:
-            result = _ingest_one(con, config, source, options, extract, privacy, reload=reload)
+            result = _ingest_one(
+                con,
+                config,
+                source,
+                options,
+                extract,
+                privacy,
+                known_customers=known_customers if source.customer_key else None,
+                reload=reload,
+            )
             for message in result.warnings:
                 warnings.append(message)
                 warn(message)
@@ -196,6 +208,7 @@ def _ingest_one(
     extract: Extract,
     privacy: PrivacyRules,
     *,
+    known_customers: str | None,
     reload: bool,
 ) -> ExtractResult:
     staging = config.paths.staging
@@ -208,15 +221,6 @@ def _ingest_one(
             return ExtractResult(**{**meta["result"], "status": "unchanged", "warnings": []})
 
     warnings = _read_raw(con, config, source, options, extract)
-    known = None
-    if source.customer_key:
-        customer_files = sorted((staging / "stg_customers").glob("extract_on=*/data.parquet"))
-        if customer_files:
-            con.execute(
-                "create or replace temp table known_customers as select distinct customer_id "
-                f"from read_parquet({_file_list(customer_files)})"
-            )
-            known = "known_customers"
     others = None
     if source.kind == "history":
         other_files = [
@@ -239,7 +243,7 @@ def _ingest_one(
         file_name=extract.path.name,
         options=ReadOptions(options.date_format, options.timestamp_format),
         privacy=privacy,
-        known_customers_table=known,
+        known_customers_table=known_customers,
         other_extract_keys_table=others,
         reject_future_dated=config.ingest.reject_future_dated,
         work_table="classified_extract",
@@ -273,6 +277,18 @@ def _ingest_one(
         rejects_dir(staging, source.name, extract.extract_on),
     )
     return result
+
+
+def _known_customers(con: duckdb.DuckDBPyConnection, staging: Path) -> str | None:
+    """Every customer id staged from any customers extract, read once per ingest."""
+    files = sorted((staging / "stg_customers").glob("extract_on=*/data.parquet"))
+    if not files:
+        return None
+    con.execute(
+        "create or replace temp table known_customers as select distinct customer_id "
+        f"from read_parquet({_file_list(files)})"
+    )
+    return "known_customers"
 
 
 def _file_list(paths: list[Path]) -> str:

@@ -111,6 +111,7 @@ def run_stages(
     error: CustsegError | Exception | None = None
     computed: dict[str, str] = {}  # table -> temp table holding this run's output
     skipped: set[str] = set()  # tables whose stage was skipped (no input)
+    present: set[str] | None = None  # staged sources visible on as_of
     try:
         for stage in stages:
             result = results[stage.name]
@@ -118,7 +119,11 @@ def run_stages(
             if stage.name == "ingest":
                 _run_ingest(con, config, as_of, reporter, result, reload)
             else:
-                _run_transform(con, config, as_of, stage, reporter, result, computed, skipped)
+                if present is None:  # staging is final once ingest (if selected) has run
+                    present = set(register_staged_views(con, config.paths.staging, as_of))
+                _run_transform(
+                    con, config, as_of, stage, reporter, result, computed, skipped, present
+                )
             result.seconds = round(time.perf_counter() - clock, 3)
             _report_stage(reporter, result)
         for stage in stages:
@@ -216,9 +221,9 @@ def _run_transform(
     result: StageResult,
     computed: dict[str, str],
     skipped: set[str],
+    present: set[str],
 ) -> None:
     result.status = "running"
-    present = set(register_staged_views(con, config.paths.staging, as_of))
     available: dict[str, str | None] = {}
     for name in stage.inputs:
         if name.startswith("stg_"):

@@ -94,6 +94,18 @@ def test_customer_features_without_optional_sources_leaves_columns_null(con):
     assert rows["C1"]["txn_count_30d"] == 2
 
 
+def _rfm_rows(con) -> dict[str, dict]:
+    """rfm_scores over the test's `txns` and `features` tables, by customer."""
+    relation = rfm_scores(
+        con,
+        stg_transactions="txns",
+        customer_features="features",
+        params=CONFIG.rfm_scores,
+        as_of=AS_OF,
+    )
+    return {r["customer_id"]: r for r in relation.pl().iter_rows(named=True)}
+
+
 def test_rfm_ties_share_a_score_and_inactive_customers_score_one(con):
     con.execute("""
         create table features as select * from (values
@@ -106,14 +118,7 @@ def test_rfm_ties_share_a_score_and_inactive_customers_score_one(con):
                      ('D', 10.0), ('E', 10.0), ('E', 10.0), ('E', 10.0), ('E', 10.0))
              t(customer_id, amount_cny);
     """)
-    relation = rfm_scores(
-        con,
-        stg_transactions="txns",
-        customer_features="features",
-        params=CONFIG.rfm_scores,
-        as_of=AS_OF,
-    )
-    rows = {r["customer_id"]: r for r in relation.pl().iter_rows(named=True)}
+    rows = _rfm_rows(con)
     assert [rows[c]["frequency_score"] for c in "ABCDE"] == [1, 1, 3, 4, 5]
     assert [rows[c]["monetary_score"] for c in "ABCDE"] == [1, 1, 3, 4, 5]
     assert {rows[c]["recency_score"] for c in "ABCDE"} == {1}  # all tied
@@ -137,14 +142,7 @@ def test_rfm_segment_follows_the_first_matching_rule(con):
                100.0 as amount_cny, 'debit' as direction
         from range(10) a(i), range(10) b(j) where j <= i;
     """)
-    relation = rfm_scores(
-        con,
-        stg_transactions="txns",
-        customer_features="features",
-        params=CONFIG.rfm_scores,
-        as_of=AS_OF,
-    )
-    rows = {r["customer_id"]: r for r in relation.pl().iter_rows(named=True)}
+    rows = _rfm_rows(con)
     best = rows["C9"]  # most recent, most frequent, highest value
     assert best["rfm_cell"] == "555" and best["rfm_segment"] == "champions"
     worst = rows["C0"]
