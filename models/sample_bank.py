@@ -486,14 +486,25 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     ).drop("_opened_day", "_churn_day")
 
     # --- holdings and acquisitions ----------------------------------------------------------
-    holds = rng.random((n, len(PRODUCT_IDS))) < HOLD[persona]
+    # a latent risk appetite (0-100) drives both the questionnaire and the risky holdings, so a
+    # stated class usually matches behaviour; the noise leaves some mismatches to find
+    risk_appetite = np.clip(RISK_MEAN[persona] + rng.normal(0, 10, n), 0, 100)
+    level = np.array([int(r[1]) for r in PRODUCTS["risk_level"].to_list()])
+    appetite_factor = np.where(
+        level[None, :] >= 4,
+        np.clip((risk_appetite[:, None] - 35) / 30, 0.05, 2.0),
+        np.where(level[None, :] == 3, np.clip((risk_appetite[:, None] - 20) / 40, 0.1, 1.5), 1.0),
+    )
+    holds = rng.random((n, len(PRODUCT_IDS))) < np.clip(HOLD[persona] * appetite_factor, 0, 1)
     holds[:, P["DEP_CURRENT"]] = True
     holds[:, P["PE_FUND"]] &= aum_target >= 10e6
     holds[:, P["FUND_QUANT"]] &= aum_target >= 3e6
     acquired_day = np.full((n, len(PRODUCT_IDS)), -1, dtype=np.int64)  # -1 = held from the start
 
     mortgage_buyer = (rng.random(n) < MORTGAGE_SHARE[persona]) & ~holds[:, P["LOAN_MORTGAGE"]]
-    fund_buyer = (rng.random(n) < FUND_BUY_SHARE[persona]) & ~holds[:, P["FUND_EQUITY"]]
+    fund_buyer = (
+        rng.random(n) < FUND_BUY_SHARE[persona] * appetite_factor[:, P["FUND_EQUITY"]]
+    ) & ~holds[:, P["FUND_EQUITY"]]
     acquisitions = []
     for product, buyers, topic in (
         ("LOAN_MORTGAGE", mortgage_buyer, "mortgage_rates"),
@@ -732,7 +743,7 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     q_owner = np.repeat(np.arange(n), q_count)
     q_day = np.maximum(opened_day[q_owner], end_day - 900) + rng.integers(0, 900, len(q_owner))
     q_day = np.minimum(q_day, end_day)
-    q_risk = np.clip(RISK_MEAN[persona[q_owner]] + rng.normal(0, 12, len(q_owner)), 0, 100)
+    q_risk = np.clip(risk_appetite[q_owner] + rng.normal(0, 5, len(q_owner)), 0, 100)
     s_owner = np.flatnonzero(rng.random(n) < 0.4)
     s_day = np.maximum(opened_day[s_owner], end_day - 700) + rng.integers(0, 700, len(s_owner))
     s_day = np.minimum(s_day, end_day)
@@ -767,6 +778,8 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
             "customer_id": ids,
             "persona": np.array(PERSONAS)[persona],
             "aum_target_cny": np.round(aum_target, 2),
+            "risk_appetite_score": np.round(risk_appetite, 1),
+            "opened_on": _as_dates(opened_day),
             "is_payroll": payroll,
             "is_churner": is_churner,
             "churn_on": _as_dates(np.where(is_churner, churn_day, 0)),

@@ -25,6 +25,10 @@ CONFIG_ENV = "CUSTSEG_CONFIG"
 OVERRIDE_PREFIX = "CUSTSEG__"
 
 
+ColumnType = Literal["varchar", "date", "timestamp", "integer", "decimal", "boolean"]
+RiskLevel = Literal["R1", "R2", "R3", "R4", "R5"]
+
+
 class Block(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,6 +78,9 @@ class SourceOptions(Block):
     delimiter: str = ","
     date_format: str = "%Y-%m-%d"
     timestamp_format: str = "%Y-%m-%d %H:%M:%S"
+    # the bank's own columns beyond the contract, kept and typed at ingest (a malformed value is
+    # rejected like any other); list them in customer_features.extra_attributes to use them
+    extra_columns: dict[str, ColumnType] = {}
 
 
 def _default_sources() -> dict[str, SourceOptions]:
@@ -102,15 +109,141 @@ class IngestParams(Block):
         return {name: sources.get(name, SourceOptions()) for name in SOURCES}
 
 
+def _rising_windows(windows: list[int]) -> list[int]:
+    if sorted(windows) != windows or len(set(windows)) != len(windows) or windows[0] < 1:
+        raise ValueError("windows must be distinct positive day counts in rising order")
+    return windows
+
+
+class CoverageParams(Block):
+    min_share: float = Field(0.9, ge=0, le=1, description="warn when a group covers less")
+    min_share_by_group: dict[str, float] = {}
+
+
 class CustomerFeaturesParams(Block):
     windows_days: list[int] = [30, 90, 365]
+    event_windows_days: list[int] = [30, 90]
+    trend_window_days: int = Field(90, ge=7)
+    aum_average_days: int = Field(90, ge=1)
+    digital_channels: list[str] = ["mobile", "online"]
+    salary_categories: list[str] = ["salary"]
+    salary_min_months: int = Field(2, ge=1, le=3)
+    business_categories: list[str] = ["business_income"]
+    business_product_types: list[str] = ["business_loan"]
+    risk_asset_min_level: RiskLevel = "R3"
+    questionnaire_valid_months: int = Field(12, ge=1)
+    extra_attributes: list[str] = []
+    coverage: CoverageParams = CoverageParams()
 
-    @field_validator("windows_days")
+    @field_validator("windows_days", "event_windows_days")
     @classmethod
-    def _three_windows(cls, windows: list[int]) -> list[int]:
-        if sorted(windows) != windows or len(set(windows)) != len(windows) or windows[0] < 1:
-            raise ValueError("windows_days must be distinct positive day counts in rising order")
-        return windows
+    def _windows(cls, windows: list[int]) -> list[int]:
+        return _rising_windows(windows)
+
+    @field_validator("digital_channels")
+    @classmethod
+    def _known_channels(cls, channels: list[str]) -> list[str]:
+        from transforms.sources import CHANNELS
+
+        unknown = sorted(set(channels) - set(CHANNELS))
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; known: {list(CHANNELS)}")
+        return channels
+
+    @field_validator("salary_categories", "business_categories")
+    @classmethod
+    def _known_categories(cls, categories: list[str]) -> list[str]:
+        from transforms.sources import CATEGORIES
+
+        unknown = sorted(set(categories) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
+        return categories
+
+
+class Condition(Block):
+    """Comparisons on one feature; all given must hold. A null feature satisfies none of them
+    except `is_null: true`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    lt: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    ge: float | None = None
+    eq: float | str | bool | None = None
+    in_: list[str] | None = Field(None, alias="in")
+    is_null: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Condition:
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError("a condition needs at least one of lt, le, gt, ge, eq, in, is_null")
+        return self
+
+
+Conditions = dict[str, Condition]
+
+
+class ClassRule(Block):
+    """One class of a rule-based dimension. `when` is a mapping feature -> condition (all must
+    hold) or a list of such mappings (any may hold); the last rule has none and catches the
+    rest."""
+
+    code: str
+    name_zh: str
+    when: Conditions | list[Conditions] = []
+
+    @property
+    def alternatives(self) -> list[Conditions]:
+        return [self.when] if isinstance(self.when, dict) else list(self.when)
+
+
+class RuleDimensionParams(Block):
+    rules: list[ClassRule]
+
+    @field_validator("rules")
+    @classmethod
+    def _ends_with_catch_all(cls, rules: list[ClassRule]) -> list[ClassRule]:
+        if not rules or rules[-1].alternatives not in ([], [{}]):
+            raise ValueError("the last rule must have no `when`: it catches every other customer")
+        codes = [r.code for r in rules]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"rule codes repeat: {codes}")
+        return rules
+
+
+class RiskClass(Block):
+    code: str
+    name_zh: str
+    min_score: float = Field(ge=0, le=100)
+    max_product_risk: RiskLevel
+
+
+class LatentAggressive(Block):
+    """A customer who states a cautious class but behaves like a risk taker."""
+
+    max_stated_class: str = "steady"
+    min_risk_asset_share: float = Field(0.3, ge=0, le=1)
+    min_risk_purchases_90d_cny: float = Field(10_000, ge=0)
+
+
+class RiskProfileParams(Block):
+    classes: list[RiskClass]
+    material_holding_share: float = Field(0.05, ge=0, lt=1)
+    latent_aggressive: LatentAggressive = LatentAggressive()
+
+    @model_validator(mode="after")
+    def _bands(self) -> RiskProfileParams:
+        bounds = [c.min_score for c in self.classes]
+        if not bounds or bounds[0] != 0 or sorted(set(bounds)) != bounds:
+            raise ValueError("classes must start at min_score 0 and rise strictly")
+        levels = [c.max_product_risk for c in self.classes]
+        if sorted(levels) != levels:
+            raise ValueError("max_product_risk must not fall as the class rises")
+        if self.latent_aggressive.max_stated_class not in [c.code for c in self.classes]:
+            raise ValueError("latent_aggressive.max_stated_class must be one of the class codes")
+        return self
 
 
 class RfmSegmentRule(Block):
@@ -156,6 +289,9 @@ class AumTier(Block):
 class AumTierParams(Block):
     tiers: list[AumTier]
     private_banking: AumTier
+    hysteresis_band: float = Field(
+        0.1, ge=0, lt=1, description="share of a boundary a customer must clear to change tier"
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -164,6 +300,59 @@ class AumTierParams(Block):
         if not tiers or bounds[0] != 0 or sorted(set(bounds)) != bounds:
             raise ValueError("tiers must start at min_aum_cny 0 and rise strictly")
         return tiers
+
+
+class ServiceTreatment(Block):
+    coverage_model: Literal["digital_self_service", "relationship_manager", "private_banker"]
+    response_sla_hours: float = Field(gt=0)
+    value_added_services: int = Field(ge=0)
+
+
+DIMENSION_COLUMNS = (
+    "aum_tier",
+    "service_tier",
+    "stated_risk_class",
+    "behavioural_risk_class",
+    "lifecycle_stage",
+    "life_stage",
+    "occupation",
+    "relationship_depth",
+    "rfm_segment",
+    "cluster_id",
+    "churn_risk_band",
+    "segment_code",
+)
+
+
+class SegmentsParams(Block):
+    code_parts: list[str] = ["aum_tier", "stated_risk_class", "life_stage"]
+    separator: str = "-"
+    short_codes: dict[str, str] = {}
+    service: dict[str, ServiceTreatment]
+    migration_dimensions: list[str] = [
+        "service_tier",
+        "stated_risk_class",
+        "lifecycle_stage",
+        "life_stage",
+        "relationship_depth",
+        "rfm_segment",
+    ]
+    summary_features: list[str] = [
+        "age_years",
+        "tenure_days",
+        "txn_count_90d",
+        "txn_amount_90d_cny",
+        "digital_share_90d",
+        "products_held",
+    ]
+
+    @field_validator("code_parts", "migration_dimensions")
+    @classmethod
+    def _known_dimensions(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(DIMENSION_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown dimension(s) {unknown}; known: {list(DIMENSION_COLUMNS)}")
+        return names
 
 
 class Config(Block):
@@ -175,8 +364,36 @@ class Config(Block):
     customer_features: CustomerFeaturesParams = CustomerFeaturesParams()
     rfm_scores: RfmParams
     aum_tiers: AumTierParams
+    risk_profiles: RiskProfileParams
+    lifecycle_stages: RuleDimensionParams
+    life_stages: RuleDimensionParams
+    relationship_depth: RuleDimensionParams
+    segments: SegmentsParams
 
     source_file: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _blocks_agree(self) -> Config:
+        from transforms.sources import SOURCES
+
+        customers = {c.name for c in SOURCES["customers"].columns} - set(
+            self.privacy.drop_columns + self.privacy.pseudonymise_columns
+        )
+        customers |= set(self.ingest.sources["customers"].extra_columns)
+        unknown = sorted(set(self.customer_features.extra_attributes) - customers)
+        if unknown:
+            raise ValueError(
+                f"customer_features.extra_attributes {unknown} are not customers columns; "
+                "declare a bank's own column in ingest.sources.customers.extra_columns"
+            )
+        tiers = [t.code for t in self.aum_tiers.tiers] + [self.aum_tiers.private_banking.code]
+        missing = [t for t in tiers if t not in self.segments.service]
+        if missing or set(self.segments.service) - set(tiers):
+            raise ValueError(
+                f"segments.service needs exactly one entry per service tier {tiers}"
+                f"{f'; missing {missing}' if missing else ''}"
+            )
+        return self
 
     def hash(self) -> str:
         """Stable hash of the resolved configuration, recorded in every manifest."""

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 
 from transforms.aum_tiers import aum_tiers
 from transforms.customer_features import customer_features
+from transforms.feature_coverage import coverage_warnings, feature_coverage
+from transforms.life_stages import life_stages
+from transforms.lifecycle_stages import lifecycle_stages
+from transforms.relationship_depth import relationship_depth
 from transforms.rfm_scores import rfm_scores
+from transforms.risk_profiles import risk_profiles
+from transforms.segment_migrations import segment_migrations
+from transforms.segment_summaries import segment_summaries
+from transforms.segments import segments
+
+PREVIOUS = "previous_"  # an input named previous_<table>: that table's latest earlier as-of
 
 
 @dataclass(frozen=True)
@@ -24,10 +34,13 @@ class Stage:
     output: str | None  # the warehouse table it publishes (None for ingest)
     # inputs a stage cannot run without (staged source names or upstream tables) ...
     requires: tuple[str, ...] = ()
-    # ... and inputs it uses when present (its columns from them are null otherwise)
+    # ... and inputs it uses when present (its columns from them are null otherwise);
+    # previous_<table> is the latest partition of <table> dated before the run's as-of
     uses: tuple[str, ...] = ()
     transform: Callable | None = None
     key: tuple[str, ...] = ("customer_id", "as_of")
+    # (connection, computed table) -> warnings the run reports, e.g. coverage under minimum
+    warnings: Callable | None = None
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -44,13 +57,24 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="customer_features",
-        description="the per-customer profile: activity windows, recency, AUM, tenure, age",
+        description="the 360-degree profile: activity, flows, holdings, behaviour, questionnaires",
         grain="one row per customer_id and as_of",
         params_block="customer_features",
         output="customer_features",
         requires=("stg_transactions",),
-        uses=("stg_customers", "stg_balances", "stg_products"),
+        uses=("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires"),
         transform=customer_features,
+    ),
+    Stage(
+        name="feature_coverage",
+        description="share of customers with data per feature group; warns under the minimum",
+        grain="one row per feature_group and as_of",
+        params_block="customer_features",
+        output="feature_coverage",
+        requires=("customer_features",),
+        transform=feature_coverage,
+        key=("feature_group", "as_of"),
+        warnings=coverage_warnings,
     ),
     Stage(
         name="rfm_scores",
@@ -63,12 +87,87 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="aum_tiers",
-        description="value tier (mass / affluent / HNW) and private-banking flag from AUM",
+        description="value tier on average AUM with hysteresis, and the private-banking sub-tier",
         grain="one row per customer_id and as_of",
         params_block="aum_tiers",
         output="aum_tiers",
         requires=("customer_features", "stg_balances"),
+        uses=("previous_aum_tiers",),
         transform=aum_tiers,
+    ),
+    Stage(
+        name="risk_profiles",
+        description="stated risk class, behavioural risk, mismatch / latent-aggressive flags",
+        grain="one row per customer_id and as_of",
+        params_block="risk_profiles",
+        output="risk_profiles",
+        requires=("customer_features",),
+        transform=risk_profiles,
+    ),
+    Stage(
+        name="lifecycle_stages",
+        description="onboarding / growth / mature / decline / lapsed, by rules in config",
+        grain="one row per customer_id and as_of",
+        params_block="lifecycle_stages",
+        output="lifecycle_stages",
+        requires=("customer_features",),
+        transform=lifecycle_stages,
+    ),
+    Stage(
+        name="life_stages",
+        description="young single / family / pre-retirement / retired, and occupation",
+        grain="one row per customer_id and as_of",
+        params_block="life_stages",
+        output="life_stages",
+        requires=("customer_features",),
+        transform=life_stages,
+    ),
+    Stage(
+        name="relationship_depth",
+        description="basic / multi-product / ecosystem from product families and payroll links",
+        grain="one row per customer_id and as_of",
+        params_block="relationship_depth",
+        output="relationship_depth",
+        requires=("customer_features",),
+        transform=relationship_depth,
+    ),
+    Stage(
+        name="segments",
+        description="the wide table downstream systems load: every dimension, code, service",
+        grain="one row per customer_id and as_of",
+        params_block="segments",
+        output="segments",
+        requires=(
+            "customer_features",
+            "rfm_scores",
+            "risk_profiles",
+            "lifecycle_stages",
+            "life_stages",
+            "relationship_depth",
+        ),
+        uses=("aum_tiers", "previous_segments"),
+        transform=segments,
+    ),
+    Stage(
+        name="segment_migrations",
+        description="from/to counts per dimension against the previous as-of in the warehouse",
+        grain="one row per as_of, dimension, from_value and to_value",
+        params_block="segments",
+        output="segment_migrations",
+        requires=("segments",),
+        uses=("previous_segments",),
+        transform=segment_migrations,
+        key=("as_of", "dimension", "from_value", "to_value"),
+    ),
+    Stage(
+        name="segment_summaries",
+        description="size, AUM and mean features per segment value, per dimension",
+        grain="one row per as_of, dimension and segment_value",
+        params_block="segments",
+        output="segment_summaries",
+        requires=("segments", "customer_features"),
+        transform=segment_summaries,
+        key=("as_of", "dimension", "segment_value"),
     ),
 )
 
@@ -81,6 +180,8 @@ def upstream(stage: Stage) -> list[str]:
     """The stages whose outputs this stage reads (ingest for every staged source)."""
     names = []
     for item in stage.inputs:
+        if item.startswith(PREVIOUS):
+            continue  # an earlier run's output, not this run's
         producer = "ingest" if item.startswith("stg_") else item
         if producer not in names:
             names.append(producer)

@@ -28,11 +28,12 @@ from pipeline.engine import connect
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
 from pipeline.ingest import ingest, register_staged_views
 from pipeline.log import Reporter
-from pipeline.registry import Stage
+from pipeline.registry import PREVIOUS, Stage
 from pipeline.warehouse import (
     MANIFEST_TABLE,
     partition_path,
     publish,
+    published_dates,
     refresh_catalog,
 )
 from transforms.staging import literal, quote
@@ -228,6 +229,8 @@ def _run_transform(
     for name in stage.inputs:
         if name.startswith("stg_"):
             available[name] = name if name.removeprefix("stg_") in present else None
+        elif name.startswith(PREVIOUS):
+            available[name] = _previous_input(con, config, name.removeprefix(PREVIOUS), as_of)
         elif name in computed:
             available[name] = computed[name]
         else:
@@ -262,6 +265,15 @@ def _run_transform(
     _check_key(con, stage, temp)
     result.rows = con.execute(f"select count(*) from {temp}").fetchall()[0][0]
     result.status = "ok"
+    for message in stage.warnings(con, temp) if stage.warnings else []:
+        result.warnings.append(message)
+        reporter.warn(message)
+    for name in stage.uses:
+        if name.startswith(PREVIOUS) and available[name] is None:
+            reporter.info(
+                f"    {stage.name}: no {name.removeprefix(PREVIOUS)} before {as_of} in the "
+                "warehouse (first run): nothing to compare with"
+            )
     computed[stage.output] = temp
 
 
@@ -273,6 +285,22 @@ def _published_input(
     if not path.exists():
         return None
     view = f"published_{table}"
+    con.execute(
+        f"create or replace temp view {view} as select * from read_parquet({literal(str(path))})"
+    )
+    return view
+
+
+def _previous_input(
+    con: duckdb.DuckDBPyConnection, config: Config, table: str, as_of: date
+) -> str | None:
+    """The latest published partition of `table` dated before `as_of` (for hysteresis and
+    migrations); None on a first run."""
+    earlier = [d for d in published_dates(config.paths.warehouse, table) if d < as_of]
+    if not earlier:
+        return None
+    path = partition_path(config.paths.warehouse, table, earlier[-1])
+    view = f"{PREVIOUS}{table}"
     con.execute(
         f"create or replace temp view {view} as select * from read_parquet({literal(str(path))})"
     )

@@ -49,20 +49,42 @@ def test_outputs_have_unique_keys_and_accepted_values(small_bank):
     config, _, _ = small_bank
     con = open_catalog(config.paths.warehouse)
     customers = config.generate.customers
-    for table in TABLES:
-        total, distinct = con.sql(
-            f"select count(*), count(distinct customer_id) from {table}"
+    for stage in STAGES[1:]:
+        key = ", ".join(stage.key)
+        total, distinct, null_keys = con.sql(
+            f"select count(*), count(distinct ({key})), "
+            f"count(*) filter (where {' or '.join(f'{k} is null' for k in stage.key)}) "
+            f"from {stage.output}"
         ).fetchall()[0]
-        assert total == distinct, table
-        assert customers * 0.9 <= total <= customers, table
-    tiers = {r[0] for r in con.sql("select distinct aum_tier from aum_tiers").fetchall()}
-    assert tiers <= {t.code for t in config.aum_tiers.tiers} and len(tiers) >= 2
-    segments = {r[0] for r in con.sql("select distinct rfm_segment from rfm_scores").fetchall()}
-    assert segments <= {s.code for s in config.rfm_scores.segments} and len(segments) >= 4
+        assert total == distinct and null_keys == 0, stage.output
+        if "customer_id" in stage.key:
+            assert customers * 0.9 <= total <= customers, stage.output
+    accepted = {
+        ("aum_tiers", "aum_tier"): {t.code for t in config.aum_tiers.tiers},
+        ("segments", "service_tier"): set(config.segments.service),
+        ("rfm_scores", "rfm_segment"): {s.code for s in config.rfm_scores.segments},
+        ("risk_profiles", "stated_risk_class"): {c.code for c in config.risk_profiles.classes},
+        ("risk_profiles", "behavioural_risk_class"): {
+            c.code for c in config.risk_profiles.classes
+        },
+        ("risk_profiles", "questionnaire_status"): {"valid", "expired", "missing"},
+        ("lifecycle_stages", "lifecycle_stage"): {r.code for r in config.lifecycle_stages.rules},
+        ("life_stages", "life_stage"): {r.code for r in config.life_stages.rules},
+        ("relationship_depth", "relationship_depth"): {
+            r.code for r in config.relationship_depth.rules
+        },
+    }
+    for (table, column), codes in accepted.items():
+        seen = {r[0] for r in con.sql(f"select distinct {column} from {table}").fetchall()}
+        assert seen - {None} <= codes and len(seen - {None}) >= 2, (table, column, seen)
     assert con.sql("select min(recency_score), max(recency_score) from rfm_scores").fetchall() == [
         (1, 5)
     ]
     assert con.sql("select count(*) from aum_tiers where aum_cny < 0").fetchall() == [(0,)]
+    shares = con.sql(
+        "select min(coverage_share), max(coverage_share) from feature_coverage"
+    ).fetchall()[0]
+    assert 0 <= shares[0] <= shares[1] <= 1
 
 
 def test_no_personal_data_in_any_output(small_bank):
@@ -129,9 +151,13 @@ def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
     before = _output_digests(config)
     original = STAGES_BY_NAME["aum_tiers"]
 
-    def duplicated(con, *, customer_features, params, as_of):
+    def duplicated(con, *, customer_features, previous_aum_tiers, params, as_of):
         once = original.transform(
-            con, customer_features=customer_features, params=params, as_of=as_of
+            con,
+            customer_features=customer_features,
+            previous_aum_tiers=previous_aum_tiers,
+            params=params,
+            as_of=as_of,
         )
         return once.union(once)
 
@@ -167,12 +193,7 @@ def test_a_bank_with_only_transactions_skips_what_it_cannot_compute(tmp_path, sm
     reporter = quiet()
     manifest = run_stages(config, bank.generate.end_on, list(STAGES), reporter)
     status = {s.stage: s.status for s in manifest.stages}
-    assert status == {
-        "ingest": "ok",
-        "customer_features": "ok",
-        "rfm_scores": "ok",
-        "aum_tiers": "skipped",
-    }
+    assert status == {stage.name: "ok" for stage in STAGES} | {"aum_tiers": "skipped"}
     assert any("aum_tiers skipped" in w for w in reporter.warnings)
     assert not partition_path(config.paths.warehouse, "aum_tiers", bank.generate.end_on).exists()
     features = duckdb.sql(
@@ -184,6 +205,12 @@ def test_a_bank_with_only_transactions_skips_what_it_cannot_compute(tmp_path, sm
         },
     ).fetchall()[0]
     assert features[0] > 0 and features[1:] == (0, 0)  # null, never invented
+    segments = duckdb.sql(
+        "select count(*), count(aum_tier), count(coverage_model), count(lifecycle_stage) "
+        "from read_parquet($p)",
+        params={"p": str(partition_path(config.paths.warehouse, "segments", bank.generate.end_on))},
+    ).fetchall()[0]
+    assert segments == (features[0], 0, 0, features[0])
 
 
 def test_the_generator_is_reproducible(tmp_path):

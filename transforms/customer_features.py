@@ -1,32 +1,207 @@
-"""customer_features: the per-customer profile the segment dimensions and models start from.
+"""customer_features: the 360-degree profile every segment dimension and model starts from.
 
 Grain: one row per customer_id and as_of. The customers are those on the latest customers
 snapshot on or before as_of and opened by then; without a customers source, every customer
-with a transaction.
+with a transaction. Everything is point-in-time: only rows dated on or before as_of are read.
 
-Columns (windows from config, default 30/90/365 days ending on as_of inclusive):
-    customer_id, as_of
-    age_years, tenure_days, gender, occupation, marital_status, children_count   (null when no
-        customers source; age null when birth_on is missing)
-    txn_count_<w>d, txn_amount_<w>d_cny, inflow_<w>d_cny, outflow_<w>d_cny        (0 when none)
-    last_txn_on, days_since_last_txn                                             (null when none)
-    balance_on        the balances snapshot date used (latest on or before as_of)
-    aum_cny           deposits + investments (balance_type asset), never loans
-    loan_balance_cny  liabilities (loans, cards)
-    products_held     distinct products with a positive balance
-    (the four balance columns are null when there is no balances source, 0 when the customer
-    holds nothing on the snapshot date)
+Columns by group (W = customer_features.windows_days, default 30/90/365; E = event_windows_days,
+default 30/90; T = trend_window_days, default 90; windows end on as_of inclusive). A group whose
+source is absent is null throughout; with the source present, counts and sums are 0 when the
+customer has no rows.
 
-Checks: customer_id unique and not null; counts and amounts >= 0; days_since_last_txn >= 0.
+demographics  age_years, tenure_days, gender, occupation, marital_status, children_count,
+              opened_on, and the customers columns listed in `extra_attributes` (passed through
+              unchanged: e.g. city, income_band, credit_score, or a bank's own columns declared
+              in ingest.sources.customers.extra_columns)
+transactions  per window W:
+                txn_count_<W>d, txn_amount_<W>d_cny, avg_txn_<W>d_cny (null when no txn),
+                inflow_count_<W>d, inflow_<W>d_cny, outflow_count_<W>d, outflow_<W>d_cny,
+                digital_share_<W>d (share on digital_channels; null when no txn),
+                txn_count_<channel>_<W>d for every channel, amount_<category>_<W>d_cny for every
+                category of the contract
+              last_txn_on, days_since_last_txn (null when never)
+              txn_count_recent / txn_count_previous: the last T days and the T days before;
+              activity_trend = (recent - previous) / (recent + previous), -1..1, null if both 0
+              net_flow_recent_cny, net_flow_previous_cny (inflow - outflow), net_flow_trend_cny
+              largest_outflow_30d_cny (0 when none)
+              salary_credit_months_90d: calendar months with a salary credit in the last 90 days;
+              has_salary_inflow: at least salary_min_months of them
+              business_inflow_365d_cny: credits of business_categories in the last 365 days
+holdings      balance_on (latest balance snapshot on or before as_of), aum_cny (deposits +
+              investments = balance_type asset, never loans), loan_balance_cny,
+              aum_avg_cny: AUM averaged over aum_average_days, each snapshot weighted by the days
+                until the next one (a snapshot before the window covers its first days; days
+                before the customer opened are left out),
+              aum_3m_ago_cny / aum_12m_ago_cny: AUM on the latest snapshot 3 / 12 months back,
+              aum_change_3m_cny, aum_change_3m_pct, aum_change_12m_cny, aum_change_12m_pct
+                (pct null when the earlier AUM was 0 or unknown),
+              products_held, products_<family> for every product family (positive balances),
+              product_families_held, non_payment_families_held (families other than deposit and
+              card), highest_risk_level_held (asset holdings, R1..R5),
+              aum_share_r1 .. aum_share_r5 (share of AUM per product risk level; null if AUM 0),
+              risk_asset_share (levels at or above risk_asset_min_level),
+              risk_purchases_90d_cny (investment debits into risk-asset products),
+              has_business_link (business inflows, or a product of business_product_types)
+behaviour     per window E: logins_<E>d, enquiries_<E>d, complaints_<E>d,
+              views_<topic>_<E>d and enquiries_<topic>_<E>d for every event topic;
+              last_event_on, last_login_on, days_since_last_login,
+              days_since_last_activity: since the latest transaction or login (null when neither)
+questionnaire risk_score, risk_assessed_on, risk_assessment_age_days, risk_assessment_expired
+              (older than questionnaire_valid_months), nps_score, nps_answered_on
+              (the latest answer of each type on or before as_of)
+
+Checks: customer_id unique and not null; counts and amounts >= 0; shares within 0..1.
+The coverage of each group is measured by `feature_coverage` from FEATURE_GROUPS below.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 
 from pipeline.config import CustomerFeaturesParams
+from transforms.sources import (
+    CATEGORIES,
+    CHANNELS,
+    EVENT_TOPICS,
+    PRODUCT_FAMILIES,
+    RISK_LEVELS,
+    SOURCES,
+)
+from transforms.staging import literal, quote
+
+# What "the customer has data in this group" means, for the coverage report.
+FEATURE_GROUPS: dict[str, str] = {
+    "demographics": "age_years is not null and occupation is not null "
+    "and marital_status is not null",
+    "transactions": "last_txn_on is not null",
+    "holdings": "products_held > 0",
+    "behaviour": "last_event_on is not null",
+    "questionnaire": "risk_score is not null",
+}
+
+_SQL_TYPES = {
+    "varchar": "varchar",
+    "date": "date",
+    "timestamp": "timestamp",
+    "integer": "bigint",
+    "decimal": "decimal(18, 2)",
+    "boolean": "boolean",
+}
+_MONEY = "decimal(18, 2)"
+
+
+def _in_list(values) -> str:
+    return "(" + ", ".join(literal(v) for v in values) + ")"
+
+
+def empty_source(name: str, extra: tuple[str, ...] = ()) -> str:
+    """A typed, empty stand-in for an absent staged source, so one query serves both cases."""
+    columns = [f"null::{_SQL_TYPES[c.type]} as {quote(c.name)}" for c in SOURCES[name].columns]
+    known = {c.name for c in SOURCES[name].columns}
+    columns += [f"null::varchar as {quote(e)}" for e in extra if e not in known]
+    return f"(select {', '.join(columns)} where false)"
+
+
+def _when(present: bool, expression: str, default: str | None = None) -> str:
+    """The expression when the source is present (defaulted when the customer has no rows);
+    a null of the same type when the source is absent."""
+    value = f"coalesce({expression}, {default})" if default is not None else expression
+    return f"case when {'true' if present else 'false'} then {value} end"
+
+
+def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[str]]:
+    """Aggregates over the `txn` CTE, and the final column expressions over its alias `t`."""
+    aggregates, columns = [], []
+    for w in params.windows_days:
+        within = f"days_ago < {w}"
+        aggregates += [
+            f"count(*) filter (where {within}) as txn_count_{w}d",
+            f"sum(amount_cny) filter (where {within}) as txn_amount_{w}d_cny",
+            f"count(*) filter (where {within} and is_credit) as inflow_count_{w}d",
+            f"sum(amount_cny) filter (where {within} and is_credit) as inflow_{w}d_cny",
+            f"count(*) filter (where {within} and not is_credit) as outflow_count_{w}d",
+            f"sum(amount_cny) filter (where {within} and not is_credit) as outflow_{w}d_cny",
+            f"count(*) filter (where {within} and is_digital) as digital_count_{w}d",
+        ]
+        aggregates += [
+            f"count(*) filter (where {within} and channel = {literal(c)}) as txn_count_{c}_{w}d"
+            for c in CHANNELS
+        ]
+        aggregates += [
+            f"sum(amount_cny) filter (where {within} and category = {literal(k)}) "
+            f"as amount_{k}_{w}d_cny"
+            for k in CATEGORIES
+        ]
+        columns += [
+            f"coalesce(t.txn_count_{w}d, 0) as txn_count_{w}d",
+            f"coalesce(t.txn_amount_{w}d_cny, 0)::{_MONEY} as txn_amount_{w}d_cny",
+            f"round(t.txn_amount_{w}d_cny / nullif(t.txn_count_{w}d, 0), 2)::{_MONEY} "
+            f"as avg_txn_{w}d_cny",
+            f"coalesce(t.inflow_count_{w}d, 0) as inflow_count_{w}d",
+            f"coalesce(t.inflow_{w}d_cny, 0)::{_MONEY} as inflow_{w}d_cny",
+            f"coalesce(t.outflow_count_{w}d, 0) as outflow_count_{w}d",
+            f"coalesce(t.outflow_{w}d_cny, 0)::{_MONEY} as outflow_{w}d_cny",
+            f"t.digital_count_{w}d / nullif(t.txn_count_{w}d, 0) as digital_share_{w}d",
+        ]
+        columns += [f"coalesce(t.txn_count_{c}_{w}d, 0) as txn_count_{c}_{w}d" for c in CHANNELS]
+        columns += [
+            f"coalesce(t.amount_{k}_{w}d_cny, 0)::{_MONEY} as amount_{k}_{w}d_cny"
+            for k in CATEGORIES
+        ]
+    trend = params.trend_window_days
+    recent, previous = f"days_ago < {trend}", f"days_ago >= {trend} and days_ago < {2 * trend}"
+    signed = "case when is_credit then amount_cny else -amount_cny end"
+    aggregates += [
+        f"count(*) filter (where {recent}) as txn_count_recent",
+        f"count(*) filter (where {previous}) as txn_count_previous",
+        f"sum({signed}) filter (where {recent}) as net_flow_recent",
+        f"sum({signed}) filter (where {previous}) as net_flow_previous",
+        "max(amount_cny) filter (where days_ago < 30 and not is_credit) as largest_outflow_30d",
+        "sum(amount_cny) filter (where days_ago < 365 and is_credit and category in "
+        f"{_in_list(params.business_categories)}) as business_inflow_365d",
+    ]
+    columns += [
+        "coalesce(t.txn_count_recent, 0) as txn_count_recent",
+        "coalesce(t.txn_count_previous, 0) as txn_count_previous",
+        "(t.txn_count_recent - t.txn_count_previous)"
+        " / nullif(t.txn_count_recent + t.txn_count_previous, 0) as activity_trend",
+        f"coalesce(t.net_flow_recent, 0)::{_MONEY} as net_flow_recent_cny",
+        f"coalesce(t.net_flow_previous, 0)::{_MONEY} as net_flow_previous_cny",
+        f"(coalesce(t.net_flow_recent, 0) - coalesce(t.net_flow_previous, 0))::{_MONEY}"
+        " as net_flow_trend_cny",
+        f"coalesce(t.largest_outflow_30d, 0)::{_MONEY} as largest_outflow_30d_cny",
+        "coalesce(s.salary_credit_months_90d, 0) as salary_credit_months_90d",
+        f"coalesce(s.salary_credit_months_90d, 0) >= {params.salary_min_months}"
+        " as has_salary_inflow",
+        f"coalesce(t.business_inflow_365d, 0)::{_MONEY} as business_inflow_365d_cny",
+    ]
+    return ",\n".join(aggregates), columns
+
+
+def _event_aggregates(params: CustomerFeaturesParams, present: bool) -> tuple[str, list[str]]:
+    aggregates, columns = [], []
+    for w in params.event_windows_days:
+        within = f"days_ago < {w}"
+        for kind, event_type in (
+            ("logins", "login"),
+            ("enquiries", "enquiry"),
+            ("complaints", "complaint"),
+        ):
+            aggregates.append(
+                f"count(*) filter (where {within} and event_type = '{event_type}') as {kind}_{w}d"
+            )
+            columns.append(f"{_when(present, f'e.{kind}_{w}d', '0')} as {kind}_{w}d")
+        for topic in EVENT_TOPICS:
+            for kind, event_type in (("views", "page_view"), ("enquiries", "enquiry")):
+                name = f"{kind}_{topic}_{w}d"
+                aggregates.append(
+                    f"count(*) filter (where {within} and event_type = '{event_type}' "
+                    f"and topic = {literal(topic)}) as {name}"
+                )
+                columns.append(f"{_when(present, f'e.{name}', '0')} as {name}")
+    return ",\n".join(aggregates), columns
 
 
 def customer_features(
@@ -36,105 +211,272 @@ def customer_features(
     stg_customers: str | None,
     stg_balances: str | None,
     stg_products: str | None,
+    stg_events: str | None,
+    stg_questionnaires: str | None,
     params: CustomerFeaturesParams,
     as_of: date,
 ) -> duckdb.DuckDBPyRelation:
+    has_customers = stg_customers is not None
+    has_holdings = stg_balances is not None and stg_products is not None
+    has_events = stg_events is not None
+    has_questionnaires = stg_questionnaires is not None
+    extra = tuple(params.extra_attributes)
+    customers = stg_customers or empty_source("customers", extra)
+    balances = stg_balances or empty_source("balances")
+    products = stg_products or empty_source("products")
+    events = stg_events or empty_source("events")
+    questionnaires = stg_questionnaires or empty_source("questionnaires")
+
     windows = params.windows_days
-    window_columns = ",\n".join(
-        f"""count(*) filter (where days_ago < {w}) as txn_count_{w}d,
-            coalesce(sum(amount_cny) filter (where days_ago < {w}), 0) as txn_amount_{w}d_cny,
-            coalesce(sum(amount_cny) filter (where days_ago < {w} and direction = 'credit'), 0)
-                as inflow_{w}d_cny,
-            coalesce(sum(amount_cny) filter (where days_ago < {w} and direction = 'debit'), 0)
-                as outflow_{w}d_cny"""
-        for w in windows
-    )
-    filled = ",\n".join(
-        f"coalesce(t.txn_count_{w}d, 0) as txn_count_{w}d, "
-        f"coalesce(t.txn_amount_{w}d_cny, 0) as txn_amount_{w}d_cny, "
-        f"coalesce(t.inflow_{w}d_cny, 0) as inflow_{w}d_cny, "
-        f"coalesce(t.outflow_{w}d_cny, 0) as outflow_{w}d_cny"
-        for w in windows
-    )
-    if stg_customers:
+    lookback = max(max(windows), 2 * params.trend_window_days, 90)
+    txn_aggregates, txn_columns = _transaction_aggregates(params)
+    event_aggregates, event_columns = _event_aggregates(params, has_events)
+    digital = _in_list(params.digital_channels)
+    if has_customers:
         population = f"""
-            select customer_id,
+            select customer_id, opened_on,
                    date_diff('year', birth_on, $as_of)
                        - (strftime(birth_on, '%m%d') > strftime($as_of, '%m%d'))::int as age_years,
                    date_diff('day', opened_on, $as_of) as tenure_days,
                    gender, occupation, marital_status, children_count
-            from {stg_customers}
-            where opened_on <= $as_of
-        """
+                   {"".join(f", {quote(c)}" for c in extra)}
+            from {customers}
+            where opened_on <= $as_of"""
     else:
         population = f"""
-            select distinct customer_id, null::bigint as age_years, null::bigint as tenure_days,
-                   null::varchar as gender, null::varchar as occupation,
-                   null::varchar as marital_status, null::bigint as children_count
+            select distinct customer_id, null::date as opened_on, null::bigint as age_years,
+                   null::bigint as tenure_days, null::varchar as gender,
+                   null::varchar as occupation, null::varchar as marital_status,
+                   null::bigint as children_count
+                   {"".join(f", null::varchar as {quote(c)}" for c in extra)}
             from {stg_transactions}
-        """
-    if stg_balances and stg_products:
-        holdings = f"""
-            snapshot as (
-                select max(balance_on) as balance_on from {stg_balances} where balance_on <= $as_of
-            ),
-            holdings as (
-                select b.customer_id, any_value(s.balance_on) as balance_on,
-                       coalesce(sum(b.balance_cny) filter (where p.balance_type = 'asset'), 0)
-                           as aum_cny,
-                       coalesce(sum(b.balance_cny) filter (where p.balance_type = 'liability'), 0)
-                           as loan_balance_cny,
-                       count(distinct b.product_id) filter (where b.balance_cny > 0)
-                           as products_held
-                from {stg_balances} b
-                join snapshot s on b.balance_on = s.balance_on
-                left join {stg_products} p using (product_id)
-                group by b.customer_id
-            )"""
-        holding_columns = """(select balance_on from snapshot) as balance_on,
-               coalesce(h.aum_cny, 0)::decimal(18, 2) as aum_cny,
-               coalesce(h.loan_balance_cny, 0)::decimal(18, 2) as loan_balance_cny,
-               coalesce(h.products_held, 0) as products_held"""
-        holding_join = "left join holdings h using (customer_id)"
-    else:
-        holdings = "no_holdings as (select 1)"
-        holding_columns = """null::date as balance_on, null::decimal(18, 2) as aum_cny,
-               null::decimal(18, 2) as loan_balance_cny, null::bigint as products_held"""
-        holding_join = ""
+            where transaction_at::date <= $as_of"""
+    family_columns = [
+        f"{_when(has_holdings, f'h.products_{f}', '0')} as products_{f}" for f in PRODUCT_FAMILIES
+    ]
+    families_held = " + ".join(f"(coalesce(h.products_{f}, 0) > 0)::int" for f in PRODUCT_FAMILIES)
+    non_payment = " + ".join(
+        f"(coalesce(h.products_{f}, 0) > 0)::int"
+        for f in PRODUCT_FAMILIES
+        if f not in ("deposit", "card")
+    )
+    level_columns = [
+        _when(has_holdings, f"h.aum_{level.lower()} / nullif(h.aum, 0)")
+        + f" as aum_share_{level.lower()}"
+        for level in RISK_LEVELS
+    ]
+    average_start = as_of - timedelta(days=params.aum_average_days - 1)
     return con.sql(
         f"""
         with population as ({population}),
-        recent as (
-            select customer_id, amount_cny, direction,
-                   date_diff('day', transaction_at::date, $as_of) as days_ago
+        txn as (
+            select customer_id, amount_cny, direction = 'credit' as is_credit, channel, category,
+                   channel in {digital} as is_digital,
+                   $as_of - transaction_at::date as days_ago
             from {stg_transactions}
             where transaction_at::date <= $as_of
-              and transaction_at::date > $as_of - {max(windows)}
+              and transaction_at::date > $as_of - {lookback}
         ),
-        windowed as (
-            select customer_id, {window_columns}
-            from recent
+        txn_windows as (
+            select customer_id, {txn_aggregates}
+            from txn
             group by customer_id
         ),
-        last_seen as (
+        salary as (
+            select customer_id,
+                   count(distinct date_trunc('month', transaction_at)) as salary_credit_months_90d
+            from {stg_transactions}
+            where transaction_at::date <= $as_of and transaction_at::date > $as_of - 90
+              and direction = 'credit' and category in {_in_list(params.salary_categories)}
+            group by customer_id
+        ),
+        last_txn as (
             select customer_id, max(transaction_at)::date as last_txn_on
             from {stg_transactions}
             where transaction_at::date <= $as_of
             group by customer_id
         ),
-        {holdings}
+        risk_purchases as (
+            select t.customer_id, sum(t.amount_cny) as risk_purchases_90d
+            from {stg_transactions} t
+            join {products} p using (product_id)
+            where t.transaction_at::date <= $as_of and t.transaction_at::date > $as_of - 90
+              and t.category = 'investment' and t.direction = 'debit'
+              and p.risk_level >= $risk_min
+            group by t.customer_id
+        ),
+        snapshot_dates as (
+            select distinct balance_on from {balances} where balance_on <= $as_of
+        ),
+        marks as (
+            select max(balance_on) as now_on,
+                   max(balance_on) filter (where balance_on <= $as_of - interval 3 month)
+                       as three_months_on,
+                   max(balance_on) filter (where balance_on <= $as_of - interval 12 month)
+                       as twelve_months_on
+            from snapshot_dates
+        ),
+        average_dates as (
+            -- each snapshot stands for the days until the next one (or as_of)
+            select balance_on, greatest(balance_on, $average_start) as covers_from,
+                   coalesce(lead(balance_on) over (order by balance_on), $as_of + 1)
+                       - greatest(balance_on, $average_start) as weight_days
+            from snapshot_dates
+            where balance_on >= coalesce(
+                (select max(balance_on) from snapshot_dates where balance_on <= $average_start),
+                $average_start)
+        ),
+        positions as (
+            select b.customer_id, b.balance_on, p.balance_type, p.product_family,
+                   p.product_type, p.risk_level, b.balance_cny
+            from {balances} b
+            join {products} p using (product_id)
+            where b.balance_on in (select balance_on from average_dates)
+               or b.balance_on in (select now_on from marks union all
+                                   select three_months_on from marks union all
+                                   select twelve_months_on from marks)
+        ),
+        daily_aum as (
+            select customer_id, balance_on,
+                   sum(balance_cny) filter (where balance_type = 'asset') as aum
+            from positions
+            group by customer_id, balance_on
+        ),
+        aum_average as (
+            select p.customer_id,
+                   sum(coalesce(d.aum, 0) * a.weight_days) / nullif(sum(a.weight_days), 0)
+                       as aum_avg
+            from population p
+            cross join average_dates a
+            left join daily_aum d on d.customer_id = p.customer_id and d.balance_on = a.balance_on
+            where p.opened_on is null or a.covers_from + a.weight_days::integer > p.opened_on
+            group by p.customer_id
+        ),
+        aum_before as (
+            select d.customer_id,
+                   sum(d.aum) filter (where d.balance_on = m.three_months_on) as aum_3m,
+                   sum(d.aum) filter (where d.balance_on = m.twelve_months_on) as aum_12m
+            from daily_aum d, marks m
+            group by d.customer_id
+        ),
+        holdings as (
+            select customer_id,
+                   coalesce(sum(balance_cny) filter (where balance_type = 'asset'), 0) as aum,
+                   coalesce(sum(balance_cny) filter (where balance_type = 'liability'), 0)
+                       as loans,
+                   count(*) filter (where balance_cny > 0) as products_held,
+                   {", ".join(
+                       f"count(*) filter (where balance_cny > 0 and product_family = "
+                       f"{literal(f)}) as products_{f}"
+                       for f in PRODUCT_FAMILIES
+                   )},
+                   {", ".join(
+                       f"coalesce(sum(balance_cny) filter (where balance_type = 'asset' "
+                       f"and risk_level = {literal(level)}), 0) as aum_{level.lower()}"
+                       for level in RISK_LEVELS
+                   )},
+                   max(risk_level) filter (where balance_type = 'asset' and balance_cny > 0)
+                       as highest_risk_level_held,
+                   coalesce(sum(balance_cny) filter (
+                       where balance_type = 'asset' and risk_level >= $risk_min), 0)
+                       as risk_assets,
+                   count(*) filter (where balance_cny > 0 and product_type in
+                       {_in_list(params.business_product_types)}) as business_products
+            from positions
+            where balance_on = (select now_on from marks)
+            group by customer_id
+        ),
+        event_windows as (
+            select customer_id, {event_aggregates}
+            from (
+                select customer_id, event_type, topic, $as_of - event_at::date as days_ago
+                from {events}
+                where event_at::date <= $as_of
+                  and event_at::date > $as_of - {max(params.event_windows_days)}
+            )
+            group by customer_id
+        ),
+        last_event as (
+            select customer_id, max(event_at)::date as last_event_on,
+                   max(event_at) filter (where event_type = 'login')::date as last_login_on
+            from {events}
+            where event_at::date <= $as_of
+            group by customer_id
+        ),
+        risk_answers as (
+            select customer_id,
+                   arg_max(risk_score, strftime(answered_on, '%Y%m%d') || questionnaire_id)
+                       as risk_score,
+                   max(answered_on) as risk_assessed_on
+            from {questionnaires}
+            where questionnaire_type = 'risk_assessment' and risk_score is not null
+              and answered_on <= $as_of
+            group by customer_id
+        ),
+        nps_answers as (
+            select customer_id,
+                   arg_max(nps_score, strftime(answered_on, '%Y%m%d') || questionnaire_id)
+                       as nps_score,
+                   max(answered_on) as nps_answered_on
+            from {questionnaires}
+            where questionnaire_type = 'satisfaction' and nps_score is not null
+              and answered_on <= $as_of
+            group by customer_id
+        )
         select p.customer_id, $as_of::date as as_of,
-               p.age_years, p.tenure_days, p.gender, p.occupation, p.marital_status,
-               p.children_count,
-               {filled},
+               p.age_years, p.tenure_days, p.opened_on, p.gender, p.occupation,
+               p.marital_status, p.children_count
+               {"".join(f", p.{quote(c)}" for c in extra)},
+               {", ".join(txn_columns)},
                l.last_txn_on,
-               date_diff('day', l.last_txn_on, $as_of) as days_since_last_txn,
-               {holding_columns}
+               $as_of - l.last_txn_on as days_since_last_txn,
+               {_when(has_holdings, "(select now_on from marks)")} as balance_on,
+               {_when(has_holdings, "h.aum", "0")}::{_MONEY} as aum_cny,
+               {_when(has_holdings, "h.loans", "0")}::{_MONEY} as loan_balance_cny,
+               {_when(has_holdings, "round(v.aum_avg, 2)", "0")}::{_MONEY} as aum_avg_cny,
+               {_when(has_holdings, "b.aum_3m")}::{_MONEY} as aum_3m_ago_cny,
+               {_when(has_holdings, "b.aum_12m")}::{_MONEY} as aum_12m_ago_cny,
+               (coalesce(h.aum, 0) - b.aum_3m)::{_MONEY} as aum_change_3m_cny,
+               (coalesce(h.aum, 0) - b.aum_3m) / nullif(b.aum_3m, 0) as aum_change_3m_pct,
+               (coalesce(h.aum, 0) - b.aum_12m)::{_MONEY} as aum_change_12m_cny,
+               (coalesce(h.aum, 0) - b.aum_12m) / nullif(b.aum_12m, 0) as aum_change_12m_pct,
+               {_when(has_holdings, "h.products_held", "0")} as products_held,
+               {", ".join(family_columns)},
+               {_when(has_holdings, families_held)} as product_families_held,
+               {_when(has_holdings, non_payment)} as non_payment_families_held,
+               h.highest_risk_level_held,
+               {", ".join(level_columns)},
+               {_when(has_holdings, "h.risk_assets / nullif(h.aum, 0)")} as risk_asset_share,
+               {_when(has_holdings, "r.risk_purchases_90d", "0")}::{_MONEY}
+                   as risk_purchases_90d_cny,
+               coalesce(t.business_inflow_365d, 0) > 0 or coalesce(h.business_products, 0) > 0
+                   as has_business_link,
+               {", ".join(event_columns)},
+               le.last_event_on, le.last_login_on,
+               $as_of - le.last_login_on as days_since_last_login,
+               $as_of - greatest(l.last_txn_on, le.last_login_on) as days_since_last_activity,
+               ra.risk_score, ra.risk_assessed_on,
+               $as_of - ra.risk_assessed_on as risk_assessment_age_days,
+               ra.risk_assessed_on <= $as_of - interval {params.questionnaire_valid_months} month
+                   as risk_assessment_expired,
+               na.nps_score, na.nps_answered_on
         from population p
-        left join windowed t using (customer_id)
-        left join last_seen l using (customer_id)
-        {holding_join}
+        left join txn_windows t using (customer_id)
+        left join salary s using (customer_id)
+        left join last_txn l using (customer_id)
+        left join risk_purchases r using (customer_id)
+        left join holdings h using (customer_id)
+        left join aum_average v using (customer_id)
+        left join aum_before b using (customer_id)
+        left join event_windows e using (customer_id)
+        left join last_event le using (customer_id)
+        left join risk_answers ra using (customer_id)
+        left join nps_answers na using (customer_id)
         order by p.customer_id
         """,
-        params={"as_of": as_of},
+        params={
+            "as_of": as_of,
+            "average_start": average_start,
+            "risk_min": params.risk_asset_min_level,
+        },
     )

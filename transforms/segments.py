@@ -1,0 +1,131 @@
+"""segments: the one wide table downstream systems load, every dimension side by side.
+
+Grain: one row per customer_id and as_of (every customer in customer_features).
+    aum_cny, aum_avg_cny, aum_tier, aum_tier_name_zh, is_private_banking, service_tier
+                                     from aum_tiers (null when there is no balances source)
+    stated_risk_class, behavioural_risk_class, questionnaire_status, max_product_risk_level,
+    is_risk_mismatch, is_latent_aggressive, risk_flags          from risk_profiles
+    lifecycle_stage, life_stage, occupation, relationship_depth  from their stages
+    rfm_segment, rfm_cell                                        from rfm_scores
+    cluster_id, cluster_label, churn_probability, churn_risk_band, clv_cny
+                                     from the model stages (null until they exist)
+    segment_code                     short codes of segments.code_parts joined by the separator,
+                                     e.g. A-C3-FC (affluent, balanced, family with children);
+                                     a part without a value shows as NA
+    coverage_model, response_sla_hours, value_added_services
+                                     the service treatment of the customer's service_tier
+    previous_as_of                   the latest earlier as-of of segments in the warehouse
+    previous_segment_code            the customer's code then (null when he was not there)
+    changed_dimensions               the migration dimensions whose value changed since then
+                                     (empty: none; null: no earlier row for the customer)
+
+Checks: customer_id unique; categorical columns within their configured codes.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+from pipeline.config import SegmentsParams
+from transforms.staging import literal, quote
+
+# The model columns later stages fill; typed nulls until then.
+MODEL_COLUMNS = {
+    "cluster_id": "integer",
+    "cluster_label": "varchar",
+    "churn_probability": "double",
+    "churn_risk_band": "varchar",
+    "clv_cny": "decimal(18, 2)",
+}
+
+
+def _short(column: str) -> str:
+    value = f"{quote(column)}::varchar"
+    return f"coalesce($short_values[list_position($short_keys, {value})], {value}, 'NA')"
+
+
+def segments(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    customer_features: str,
+    rfm_scores: str,
+    risk_profiles: str,
+    lifecycle_stages: str,
+    life_stages: str,
+    relationship_depth: str,
+    aum_tiers: str | None,
+    previous_segments: str | None,
+    params: SegmentsParams,
+    as_of: date,
+) -> duckdb.DuckDBPyRelation:
+    tiers = aum_tiers or (
+        "(select null::varchar as customer_id, null::decimal(18, 2) as aum_cny,"
+        " null::decimal(18, 2) as aum_avg_cny, null::varchar as aum_tier,"
+        " null::varchar as aum_tier_name_zh, null::boolean as is_private_banking,"
+        " null::varchar as service_tier where false)"
+    )
+    previous = previous_segments or (
+        "(select null::varchar as customer_id, null::date as as_of,"
+        " null::varchar as segment_code,"
+        + "".join(f" null::varchar as {quote(d)}," for d in params.migration_dimensions)
+        + " where false)"
+    )
+    model_nulls = ", ".join(f"null::{t} as {c}" for c, t in MODEL_COLUMNS.items())
+    code = f"concat_ws({literal(params.separator)}, " + ", ".join(
+        _short(part) for part in params.code_parts
+    ) + ")"
+    changed = ", ".join(
+        f"case when c.{quote(d)}::varchar is distinct from p.{quote(d)}::varchar "
+        f"then {literal(d)} end"
+        for d in params.migration_dimensions
+    )
+    services = sorted(params.service.items())
+    return con.sql(
+        f"""
+        with joined as (
+            select f.customer_id, $as_of::date as as_of,
+                   t.aum_cny, t.aum_avg_cny, t.aum_tier, t.aum_tier_name_zh,
+                   t.is_private_banking, t.service_tier,
+                   r.stated_risk_class, r.behavioural_risk_class, r.questionnaire_status,
+                   r.max_product_risk_level, r.is_risk_mismatch, r.is_latent_aggressive,
+                   r.risk_flags,
+                   lc.lifecycle_stage, ls.life_stage, ls.occupation, rd.relationship_depth,
+                   rfm.rfm_segment, rfm.rfm_cell,
+                   {model_nulls}
+            from {customer_features} f
+            left join {tiers} t using (customer_id)
+            left join {risk_profiles} r using (customer_id)
+            left join {lifecycle_stages} lc using (customer_id)
+            left join {life_stages} ls using (customer_id)
+            left join {relationship_depth} rd using (customer_id)
+            left join {rfm_scores} rfm using (customer_id)
+        ),
+        coded as (
+            select *, {code} as segment_code,
+                   list_position($service_keys, service_tier) as service_index
+            from joined
+        )
+        select c.* exclude (service_index),
+               $coverage_models[c.service_index] as coverage_model,
+               $response_hours[c.service_index] as response_sla_hours,
+               $value_added[c.service_index] as value_added_services,
+               (select max(as_of) from {previous}) as previous_as_of,
+               p.segment_code as previous_segment_code,
+               case when p.customer_id is not null then
+                   list_filter([{changed}], lambda d: d is not null) end as changed_dimensions
+        from coded c
+        left join {previous} p using (customer_id)
+        order by c.customer_id
+        """,
+        params={
+            "as_of": as_of,
+            "short_keys": list(params.short_codes),
+            "short_values": list(params.short_codes.values()),
+            "service_keys": [k for k, _ in services],
+            "coverage_models": [s.coverage_model for _, s in services],
+            "response_hours": [s.response_sla_hours for _, s in services],
+            "value_added": [s.value_added_services for _, s in services],
+        },
+    )
