@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+from datetime import timedelta
 
 import duckdb
 import pytest
@@ -64,9 +65,7 @@ def test_outputs_have_unique_keys_and_accepted_values(small_bank):
         ("segments", "service_tier"): set(config.segments.service),
         ("rfm_scores", "rfm_segment"): {s.code for s in config.rfm_scores.segments},
         ("risk_profiles", "stated_risk_class"): {c.code for c in config.risk_profiles.classes},
-        ("risk_profiles", "behavioural_risk_class"): {
-            c.code for c in config.risk_profiles.classes
-        },
+        ("risk_profiles", "behavioural_risk_class"): {c.code for c in config.risk_profiles.classes},
         ("risk_profiles", "questionnaire_status"): {"valid", "expired", "missing"},
         ("lifecycle_stages", "lifecycle_stage"): {r.code for r in config.lifecycle_stages.rules},
         ("life_stages", "life_stage"): {r.code for r in config.life_stages.rules},
@@ -251,3 +250,59 @@ def test_parquet_extracts_give_the_same_tables_as_csv(tmp_path, small_bank):
     assert {p.suffix for p in config.paths.landing.rglob("*_*.*")} == {".parquet"}
     run_stages(config, config.generate.end_on, list(STAGES), quiet())
     assert _output_digests(config) == _output_digests(csv_bank)
+
+
+def test_dimensions_agree_with_the_generators_ground_truth(small_bank):
+    from tests.ground_truth import agreement_rates
+
+    config, _, _ = small_bank
+    rates = agreement_rates(config, config.generate.end_on)
+    floors = {
+        "service tier = tier of the target AUM (customers staying)": 0.95,
+        "stated risk class = class of the latent appetite (valid questionnaire)": 0.7,
+        "churned before as-of -> lapsed": 0.8,
+        "opened within 180 days -> onboarding": 0.95,
+        "staying customers -> not decline or lapsed": 0.85,
+        "family persona under 50 -> family_with_children": 0.95,
+        "retiree persona -> retired": 0.95,
+        "student persona -> young_single": 0.9,
+        "payroll customer <-> salary inflow detected (customers staying)": 0.95,
+    }
+    for check, floor in floors.items():
+        share, count = rates[check]
+        assert count >= 10 and share >= floor, (check, share, count)
+
+
+def test_two_consecutive_as_of_dates_give_a_consistent_migration_matrix(tmp_path, small_bank):
+    bank, _, _ = small_bank
+    config = config_for(tmp_path)
+    shutil.copytree(bank.paths.landing, config.paths.landing)
+    first, second = bank.generate.end_on - timedelta(days=3), bank.generate.end_on
+    run_stages(config, first, list(STAGES), quiet())
+    run_stages(config, second, list(STAGES), quiet())
+    con = open_catalog(config.paths.warehouse)
+    counts = dict(con.sql("select as_of, count(*) from segments_history group by as_of").fetchall())
+    assert set(counts) == {first, second}
+    totals = con.sql("""
+        select dimension, previous_as_of,
+               sum(customers) filter (where to_value <> '(absent)'),
+               sum(customers) filter (where from_value <> '(absent)')
+        from segment_migrations group by all
+    """).fetchall()
+    assert {d for d, *_ in totals} == set(config.segments.migration_dimensions) | {"segment_code"}
+    for dimension, previous_as_of, now, before in totals:
+        assert previous_as_of == first
+        assert (now, before) == (counts[second], counts[first]), dimension
+    changed = con.sql(
+        "select count(*) filter (where len(changed_dimensions) > 0), count(changed_dimensions), "
+        "count(*) filter (where previous_as_of = $first) from segments",
+        params={"first": first},
+    ).fetchall()[0]
+    assert changed[1] > 0 and changed[2] == counts[second]
+    moved = con.sql(
+        "select sum(customers) from segment_migrations where is_change "
+        "and dimension <> 'segment_code' and from_value <> '(absent)' and to_value <> '(absent)'"
+    ).fetchall()[0][0]
+    assert changed[0] <= (moved or 0)  # each changed customer is counted in some matrix cell
+    # hysteresis reads the first run's tiers
+    assert con.sql("select count(previous_aum_tier) from aum_tiers").fetchall()[0][0] > 0

@@ -42,15 +42,18 @@ def aum_tiers(
         "(select null::varchar as customer_id, null::date as as_of, null::varchar as aum_tier,"
         " null::boolean as is_private_banking where false)"
     )
+    bounds = [t.min_aum_cny for t in params.tiers]
+    band = params.hysteresis_band
+    private_min = params.private_banking.min_aum_cny
     return con.sql(
         f"""
         with basis as (
             select f.customer_id, f.aum_cny, f.aum_avg_cny,
                    -- tier indexes are 1-based positions in $codes
                    list_count(list_filter($bounds, lambda b: b <= f.aum_avg_cny)) as plain_index,
-                   list_count(list_filter($bounds, lambda b: b * (1 + $band) <= f.aum_avg_cny))
+                   list_count(list_filter($up_bounds, lambda b: b <= f.aum_avg_cny))
                        as up_index,
-                   list_count(list_filter($bounds, lambda b: b * (1 - $band) <= f.aum_avg_cny))
+                   list_count(list_filter($down_bounds, lambda b: b <= f.aum_avg_cny))
                        as down_index,
                    list_position($codes, p.aum_tier) as previous_index,
                    p.aum_tier as previous_aum_tier, p.as_of as previous_as_of,
@@ -66,8 +69,8 @@ def aum_tiers(
                         when down_index < previous_index then down_index
                         else previous_index end as tier_index,
                    case when was_private_banking is null then aum_avg_cny >= $private_min
-                        when was_private_banking then aum_avg_cny >= $private_min * (1 - $band)
-                        else aum_avg_cny >= $private_min * (1 + $band) end as private_basis
+                        when was_private_banking then aum_avg_cny >= $private_down
+                        else aum_avg_cny >= $private_up end as private_basis
             from basis
         )
         select customer_id, $as_of::date as as_of, aum_cny, aum_avg_cny,
@@ -84,11 +87,15 @@ def aum_tiers(
         """,
         params={
             "as_of": as_of,
-            "bounds": [t.min_aum_cny for t in params.tiers],
+            "bounds": bounds,
+            # thresholds in whole cents, so 3,000,000 x 1.1 is 3,300,000.00 exactly
+            "up_bounds": [round(b * (1 + band), 2) for b in bounds],
+            "down_bounds": [round(b * (1 - band), 2) for b in bounds],
+            "private_up": round(private_min * (1 + band), 2),
+            "private_down": round(private_min * (1 - band), 2),
             "codes": [t.code for t in params.tiers],
             "names": [t.name_zh for t in params.tiers],
-            "band": params.hysteresis_band,
-            "private_min": params.private_banking.min_aum_cny,
+            "private_min": private_min,
             "private_code": params.private_banking.code,
         },
     )

@@ -219,7 +219,6 @@ def customer_features(
     has_customers = stg_customers is not None
     has_holdings = stg_balances is not None and stg_products is not None
     has_events = stg_events is not None
-    has_questionnaires = stg_questionnaires is not None
     extra = tuple(params.extra_attributes)
     customers = stg_customers or empty_source("customers", extra)
     balances = stg_balances or empty_source("balances")
@@ -365,16 +364,20 @@ def customer_features(
                    coalesce(sum(balance_cny) filter (where balance_type = 'liability'), 0)
                        as loans,
                    count(*) filter (where balance_cny > 0) as products_held,
-                   {", ".join(
-                       f"count(*) filter (where balance_cny > 0 and product_family = "
-                       f"{literal(f)}) as products_{f}"
-                       for f in PRODUCT_FAMILIES
-                   )},
-                   {", ".join(
-                       f"coalesce(sum(balance_cny) filter (where balance_type = 'asset' "
-                       f"and risk_level = {literal(level)}), 0) as aum_{level.lower()}"
-                       for level in RISK_LEVELS
-                   )},
+                   {
+            ", ".join(
+                f"count(*) filter (where balance_cny > 0 and product_family = "
+                f"{literal(f)}) as products_{f}"
+                for f in PRODUCT_FAMILIES
+            )
+        },
+                   {
+            ", ".join(
+                f"coalesce(sum(balance_cny) filter (where balance_type = 'asset' "
+                f"and risk_level = {literal(level)}), 0) as aum_{level.lower()}"
+                for level in RISK_LEVELS
+            )
+        },
                    max(risk_level) filter (where balance_type = 'asset' and balance_cny > 0)
                        as highest_risk_level_held,
                    coalesce(sum(balance_cny) filter (

@@ -8,8 +8,8 @@ Grain: one row per customer_id and as_of (every customer in customer_features).
 
 The default rules read tenure and the trends of activity and AUM: new relationships are in
 onboarding; no transaction or login for 180 days, or an emptied account, is lapsed (the
-retention stage); falling activity or AUM is decline; a young relationship or fast AUM growth is growth; the
-rest is mature.
+retention stage); falling activity or AUM is decline; a young relationship or fast AUM growth
+is growth; the rest is mature.
 
 Checks: customer_id unique; lifecycle_stage in the configured codes.
 """

@@ -20,6 +20,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import SegmentsParams
+from pipeline.errors import ConfigError
 from transforms.staging import literal, quote
 
 
@@ -37,6 +38,11 @@ def segment_summaries(
     as_of: date,
 ) -> duckdb.DuckDBPyRelation:
     features = params.summary_features
+    unknown = sorted(set(features) - set(con.table(customer_features).columns))
+    if unknown:
+        raise ConfigError(
+            f"segments.summary_features: {', '.join(unknown)} not in customer_features"
+        )
     means = "".join(f", avg({quote('feature_' + f)}) as {quote('mean_' + f)}" for f in features)
     per_dimension = " union all ".join(
         f"""select {i} as position, {literal(d)} as dimension,

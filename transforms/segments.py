@@ -73,9 +73,11 @@ def segments(
         + " where false)"
     )
     model_nulls = ", ".join(f"null::{t} as {c}" for c, t in MODEL_COLUMNS.items())
-    code = f"concat_ws({literal(params.separator)}, " + ", ".join(
-        _short(part) for part in params.code_parts
-    ) + ")"
+    code = (
+        f"concat_ws({literal(params.separator)}, "
+        + ", ".join(_short(part) for part in params.code_parts)
+        + ")"
+    )
     changed = ", ".join(
         f"case when c.{quote(d)}::varchar is distinct from p.{quote(d)}::varchar "
         f"then {literal(d)} end"
