@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_CUSTOMERS ?= 20000
+# the sample bank's backfill date (generate.end_on - 3 days): the demo runs it, then latest
+DEMO_FIRST_AS_OF ?= 2026-10-31
 BENCH_CUSTOMERS ?= 100000
 
 .PHONY: setup demo test lint format bench clean lock help
@@ -21,11 +23,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv and install custseg with pinned dependencies
 
-demo: setup ## generate a sample bank, run the nightly pipeline, print a summary and a SQL query
+demo: setup ## generate a sample bank, run two nightly as-of dates, print segments and migrations
 	$(BIN)/custseg generate --customers $(DEMO_CUSTOMERS) --force
+	$(BIN)/custseg run --as-of $(DEMO_FIRST_AS_OF)
 	$(BIN)/custseg run --as-of latest
-	$(BIN)/custseg sql "select aum_tier, count(*) as customers, round(sum(aum_cny)/1e6, 1) as aum_million_cny from aum_tiers group by aum_tier order by min(aum_cny)"
-	$(BIN)/custseg sql "select rfm_segment, count(*) as customers, round(avg(monetary_cny)) as avg_monetary_cny from rfm_scores group by all order by customers desc"
+	$(BIN)/custseg sql "select segment_value as service_tier, customers, round(share_of_customers, 3) as share, round(aum_total_cny / 1e6, 1) as aum_million_cny, round(mean_txn_count_90d, 1) as txn_90d from segment_summaries where dimension = 'service_tier' order by aum_mean_cny"
+	$(BIN)/custseg sql "select segment_code, count(*) as customers, any_value(coverage_model) as coverage_model from segments group by all order by customers desc limit 8"
+	$(BIN)/custseg sql "select dimension, from_value, to_value, customers from segment_migrations where is_change order by customers desc limit 8"
+	$(BIN)/custseg sql "select feature_group, round(coverage_share, 3) as coverage, is_below_minimum from feature_coverage"
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest -q

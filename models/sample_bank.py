@@ -351,12 +351,13 @@ class BankSpec:
         return [self.backfill_on + timedelta(days=i) for i in range(self.daily_increments + 1)]
 
     def month_ends(self) -> list[date]:
-        """Month-end balance dates up to the backfill (the nightly files add their own day)."""
-        ends, current = [], _month_end(_add_months(self.backfill_on, -1))
+        """Balance dates in the backfill: month-ends before it and the backfill date itself
+        (so the backfill's latest balances are current); the nightly files add their own day."""
+        ends, current = [self.backfill_on], _month_end(_add_months(self.backfill_on, -1))
         while len(ends) < self.balance_history_months:
             ends.append(current)
             current = _month_end(_add_months(current, -1))
-        return sorted(ends)
+        return sorted(set(ends))
 
 
 def _add_months(day: date, months: int) -> date:
@@ -369,6 +370,11 @@ def _add_months(day: date, months: int) -> date:
 def _month_end(day: date) -> date:
     first_next = date(day.year + day.month // 12, day.month % 12 + 1, 1)
     return first_next - timedelta(days=1)
+
+
+def _uniform_day(rng: np.random.Generator, first: np.ndarray, last: int) -> np.ndarray:
+    """A day drawn uniformly from first..last (inclusive), per row."""
+    return first + (rng.random(len(first)) * (last - first + 1)).astype(np.int64)
 
 
 def _days(day: date) -> int:
@@ -557,7 +563,7 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     value = (
         base_balance[ci, pj]
         * np.exp(-drift[ci] * months_from_end)
-        * np.exp(0.04 * rng.standard_normal(len(ci)))
+        * np.exp(0.015 * rng.standard_normal(len(ci)))  # day-to-day noise on a balance
     )
     outflow = _churn_factor(bday, churn_day[ci])
     value = np.where(IS_ASSET[pj], value * outflow, value * np.where(bday >= churn_day[ci], 0, 1))
@@ -741,12 +747,10 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     # --- questionnaires (every extract is a full dump of answers so far) ------------------------
     q_count = rng.choice([0, 1, 2, 3], n, p=[0.12, 0.45, 0.3, 0.13])
     q_owner = np.repeat(np.arange(n), q_count)
-    q_day = np.maximum(opened_day[q_owner], end_day - 900) + rng.integers(0, 900, len(q_owner))
-    q_day = np.minimum(q_day, end_day)
+    q_day = _uniform_day(rng, np.maximum(opened_day[q_owner], end_day - 900), end_day)
     q_risk = np.clip(risk_appetite[q_owner] + rng.normal(0, 5, len(q_owner)), 0, 100)
     s_owner = np.flatnonzero(rng.random(n) < 0.4)
-    s_day = np.maximum(opened_day[s_owner], end_day - 700) + rng.integers(0, 700, len(s_owner))
-    s_day = np.minimum(s_day, end_day)
+    s_day = _uniform_day(rng, np.maximum(opened_day[s_owner], end_day - 700), end_day)
     nps = np.clip(np.round(rng.normal(7.5, 2.0, len(s_owner)) - 3.0 * is_churner[s_owner]), 0, 10)
     qo = np.concatenate([q_owner, s_owner])
     qd = np.concatenate([q_day, s_day])
