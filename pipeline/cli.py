@@ -184,20 +184,27 @@ def _print_summary(config: Config, manifest) -> None:
                     f"    {source:<15} read {t['read']:>11,}  accepted {t['accepted']:>11,}  "
                     f"rejected {t['rejected']:>8,}  duplicates {t['duplicate']:>7,}"
                 )
-    tier = partition_path(
-        config.paths.warehouse,
-        "aum_tiers",
-        date.fromisoformat(manifest.as_of),
+    segments = partition_path(
+        config.paths.warehouse, "segments", date.fromisoformat(manifest.as_of)
     )
-    if tier.exists():
-        rows = duckdb.sql(
-            "select aum_tier, count(*), round(sum(aum_cny) / 1e6, 1) from read_parquet($p) "
-            "group by aum_tier order by min(aum_cny)",
-            params={"p": str(tier)},
+    if segments.exists():
+        tiers = duckdb.sql(
+            "select coalesce(service_tier, '(none)'), count(*) from read_parquet($p) "
+            "group by all order by min(aum_avg_cny) nulls last",
+            params={"p": str(segments)},
         ).fetchall()
-        out("  customers by AUM tier:  " + ",  ".join(f"{t} {n:,}" for t, n, _ in rows))
+        out("  customers by service tier:  " + ",  ".join(f"{t} {n:,}" for t, n in tiers))
+        previous, changed = duckdb.sql(
+            "select max(previous_as_of), count(*) filter (where len(changed_dimensions) > 0) "
+            "from read_parquet($p)",
+            params={"p": str(segments)},
+        ).fetchall()[0]
+        if previous:
+            out(f"  customers whose segment changed since {previous}:  {changed:,}")
     out(f"  tables: {config.paths.warehouse}/<table>/as_of={manifest.as_of}/data.parquet")
-    out('  query:  custseg sql "select * from rfm_scores limit 5"')
+    out(
+        "  query:  custseg sql \"select * from segment_summaries where dimension = 'service_tier'\""
+    )
 
 
 @app.command()

@@ -20,7 +20,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
+from pipeline.config import load_config  # noqa: E402
+from tests.ground_truth import agreement_rates  # noqa: E402
 
 # runs the CLI in the child and reports that child's own peak resident memory on exit
 _CHILD = """
@@ -78,6 +81,8 @@ def main() -> None:
         rows = next(r["rows"] for r in generate["log"] if r["event"] == "generated")
         run = _phase("run", ["run", "--as-of", "latest", *common], env)
         landing_bytes = sum(p.stat().st_size for p in Path(root, "landing").rglob("*.*"))
+        resolved = load_config(config_path, environ={})
+        agreement = agreement_rates(resolved, resolved.generate.end_on)
 
     total_rows = sum(rows.values())
     stages = [r for r in run["log"] if r["event"] == "stage_finished"]
@@ -92,6 +97,10 @@ def main() -> None:
         "run": {k: run[k] for k in ("seconds", "peak_rss_mib")}
         | {"input_rows_per_second": round(total_rows / run["seconds"])},
         "stages": {s["stage"]: {"seconds": s["seconds"], "rows": s["rows"]} for s in stages},
+        "ground_truth_agreement": {
+            check: {"share": round(share, 4), "customers": count}
+            for check, (share, count) in agreement.items()
+        },
     }
     print(
         f"custseg benchmark: {args.customers:,} customers, {args.format} extracts, "
@@ -108,6 +117,9 @@ def main() -> None:
     for name, stage in report["stages"].items():
         rows_text = f"{stage['rows']:,}" if stage["rows"] is not None else "-"
         print(f"    {name:<20} {stage['seconds']:>8.2f} s  {rows_text:>13} rows out")
+    print("  agreement with the generator's ground truth:")
+    for check, figures in report["ground_truth_agreement"].items():
+        print(f"    {figures['share']:>6.1%}  of {figures['customers']:>9,}  {check}")
     args.output.mkdir(parents=True, exist_ok=True)
     target = args.output / f"bench_{args.customers}_{args.format}.json"
     target.write_text(json.dumps(report, indent=2) + "\n")
