@@ -98,6 +98,14 @@ class IngestParams(Block):
     sources: dict[str, SourceOptions] = Field(default_factory=_default_sources)
     reject_future_dated: bool = True
 
+    @model_validator(mode="after")
+    def _extra_columns_are_new(self) -> IngestParams:
+        from transforms.sources import SOURCES
+
+        for name, options in self.sources.items():
+            SOURCES[name].with_extra(options.extra_columns)  # raises on a clash
+        return self
+
     @field_validator("sources")
     @classmethod
     def _known_sources(cls, sources: dict[str, SourceOptions]) -> dict[str, SourceOptions]:

@@ -176,8 +176,8 @@ def ingest(
     results: list[ExtractResult] = []
     known_customers: str | None = None
     for name in INGEST_ORDER:  # customers first, so the others can be checked against them
-        source = SOURCES[name]
         options = config.ingest.sources[name]
+        source = SOURCES[name].with_extra(options.extra_columns)
         if source.customer_key and known_customers is None:
             known_customers = _known_customers(con, config.paths.staging)
         for extract in found[name]:
@@ -465,7 +465,8 @@ def register_staged_views(con: duckdb.DuckDBPyConnection, staging: Path, as_of: 
             where = f"where {quote(source.business_date)}::date <= DATE '{as_of.isoformat()}'"
         con.execute(
             f"create or replace temp view {source.table} as "
-            f"select * exclude (extract_on) from read_parquet({_file_list(files)}) {where}"
+            f"select * exclude (extract_on) from read_parquet({_file_list(files)}, "
+            f"union_by_name = true) {where}"
         )
         present.append(name)
     return present

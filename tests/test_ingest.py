@@ -253,3 +253,52 @@ def test_delimiter_and_date_format_options_per_source(tmp_path):
     assert con.sql(
         "select transaction_at::varchar, amount_cny::double from stg_transactions"
     ).fetchall() == [("2026-03-01 10:30:00", 1234.5)]
+
+
+def test_a_banks_own_columns_are_typed_checked_and_passed_through_as_features(tmp_path):
+    from pipeline.config import Config
+    from pipeline.registry import STAGES_BY_NAME
+    from pipeline.runner import run_stages
+    from pipeline.warehouse import partition_path
+    from tests.conftest import quiet
+
+    base = config_for(tmp_path)
+    raw = base.model_dump(mode="json", exclude={"source_file"})
+    raw["ingest"]["sources"]["customers"]["extra_columns"] = {
+        "region_code": "varchar",
+        "wealth_score": "integer",
+    }
+    raw["customer_features"]["extra_attributes"] = ["income_band", "region_code", "wealth_score"]
+    config = Config.model_validate(raw)
+    header = CUSTOMER_HEADER.rstrip("\n") + ",region_code,wealth_score\n"
+    rows = [line + ",EAST,7" for line in CUSTOMERS.splitlines()[1:3]]
+    rows[1] = rows[1].replace(",EAST,7", ",WEST,seven")  # a malformed integer is rejected
+    write_extract(config.paths.landing, "customers", D1, header + "\n".join(rows) + "\n", "gbk")
+    write_extract(config.paths.landing, "transactions", D1, TRANSACTIONS_D2)
+    report = run_stages(
+        config, D1, [STAGES_BY_NAME["ingest"], STAGES_BY_NAME["customer_features"]], quiet()
+    )
+    extracts = report.stages[0].detail["extracts"]
+    customers = next(e for e in extracts if e["source"] == "customers")
+    assert (customers["rows_accepted"], customers["rows_rejected"]) == (1, 1)
+    assert not any("region_code" in w for w in report.warnings)  # declared, so not "ignored"
+    reason = _rejects(config, "customers", D1)["reason"][0]
+    assert reason == "wealth_score: malformed integer: seven"
+    features = duckdb.sql(
+        "select customer_id, income_band, region_code, wealth_score from read_parquet($p)",
+        params={"p": str(partition_path(config.paths.warehouse, "customer_features", D1))},
+    ).fetchall()
+    assert features == [("C1", "B", "EAST", 7)]
+
+
+def test_extra_columns_cannot_redeclare_a_contract_column(tmp_path):
+    from pipeline.config import Config
+
+    raw = config_for(tmp_path).model_dump(mode="json", exclude={"source_file"})
+    raw["ingest"]["sources"]["customers"]["extra_columns"] = {"city": "varchar"}
+    with pytest.raises(ValueError, match="already in the contract"):
+        Config.model_validate(raw)
+    raw["ingest"]["sources"]["customers"]["extra_columns"] = {}
+    raw["customer_features"]["extra_attributes"] = ["region_code"]
+    with pytest.raises(ValueError, match="extra_columns"):
+        Config.model_validate(raw)

@@ -16,7 +16,7 @@ Kinds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
@@ -48,6 +48,19 @@ class Source:
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    def with_extra(self, extra_columns: dict[str, str]) -> Source:
+        """The source with a bank's own optional columns appended (typed, checked like any
+        contract column); the contract's own columns cannot be redeclared."""
+        known = {c.name for c in self.columns}
+        clash = sorted(set(extra_columns) & known)
+        if clash:
+            raise ValueError(f"{self.name}: extra_columns {clash} are already in the contract")
+        added = tuple(
+            Column(name, kind, description="the bank's own column (extra_columns)")
+            for name, kind in extra_columns.items()
+        )
+        return replace(self, columns=self.columns + added) if added else self
 
 
 PRODUCT_FAMILIES = ("deposit", "wealth", "fund", "insurance", "loan", "card")
