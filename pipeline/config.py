@@ -39,6 +39,7 @@ class Paths(Block):
     warehouse: Path = Path("data/warehouse")
     ground_truth: Path = Path("data/ground_truth")
     temp: Path = Path("data/tmp")
+    models: Path = Path("data/models")
 
 
 class Engine(Block):

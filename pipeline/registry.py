@@ -41,6 +41,8 @@ class Stage:
     key: tuple[str, ...] = ("customer_id", "as_of")
     # (connection, computed table) -> warnings the run reports, e.g. coverage under minimum
     warnings: Callable | None = None
+    # further tables the transform returns (as a dict with the main output), with their keys
+    extra_outputs: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def inputs(self) -> tuple[str, ...]:

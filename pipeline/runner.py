@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import pipeline
+from pipeline.artifacts import ArtifactStore, StageContext
 from pipeline.config import Config
 from pipeline.engine import connect
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
@@ -31,6 +32,7 @@ from pipeline.log import Reporter
 from pipeline.registry import PREVIOUS, Stage
 from pipeline.warehouse import (
     MANIFEST_TABLE,
+    SHARED_TABLES,
     partition_path,
     publish,
     published_dates,
@@ -111,6 +113,7 @@ def run_stages(
     con = connect(config)
     error: CustsegError | Exception | None = None
     computed: dict[str, str] = {}  # table -> temp table holding this run's output
+    outputs: dict[str, dict[str, str]] = {}  # stage -> every table it produced -> temp table
     skipped: set[str] = set()  # tables whose stage was skipped (no input)
     present: set[str] | None = None  # staged sources visible on as_of
     try:
@@ -122,17 +125,17 @@ def run_stages(
             else:
                 if present is None:  # staging is final once ingest (if selected) has run
                     present = set(register_staged_views(con, config.paths.staging, as_of))
-                _run_transform(
-                    con, config, as_of, stage, reporter, result, computed, skipped, present
+                outputs[stage.name] = _run_transform(
+                    con, config, as_of, stage, reporter, result, computed, skipped, present, run_id
                 )
             result.seconds = round(time.perf_counter() - clock, 3)
             _report_stage(reporter, result)
         for stage in stages:
-            if stage.output and stage.output in computed:
-                path = publish(
-                    con, config.paths.warehouse, stage.output, computed[stage.output], as_of, run_id
-                )
-                results[stage.name].output = str(path)
+            for table, temp in outputs.get(stage.name, {}).items():
+                part = stage.name if table in SHARED_TABLES else "data"
+                path = publish(con, config.paths.warehouse, table, temp, as_of, run_id, part)
+                if table == stage.output:
+                    results[stage.name].output = str(path)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
         for result in results.values():
@@ -223,7 +226,8 @@ def _run_transform(
     computed: dict[str, str],
     skipped: set[str],
     present: set[str],
-) -> None:
+    run_id: str,
+) -> dict[str, str]:
     result.status = "running"
     available: dict[str, str | None] = {}
     for name in stage.inputs:
@@ -254,18 +258,37 @@ def _run_transform(
         result.warnings.append(message)
         reporter.warn(message)
         skipped.add(stage.output)
-        return
+        return {}
     params = getattr(config, stage.params_block) if stage.params_block else None
     accepted = inspect.signature(stage.transform).parameters
     inputs = {name: table for name, table in available.items() if name in accepted}
-    relation = stage.transform(con, **inputs, params=params, as_of=as_of)
-    temp = f"run_{stage.output}"
-    con.execute(f"drop table if exists {temp}")
-    relation.to_table(temp)
-    _check_key(con, stage, temp)
-    result.rows = con.execute(f"select count(*) from {temp}").fetchall()[0][0]
+    if "context" in accepted:
+        inputs["context"] = StageContext(
+            stage=stage.name,
+            run_id=run_id,
+            artifacts=ArtifactStore(config.paths.models / stage.name),
+            warn=lambda message: (result.warnings.append(message), reporter.warn(message)),
+            info=reporter.info,
+            config_hash=config.hash(),
+        )
+    produced = stage.transform(con, **inputs, params=params, as_of=as_of)
+    relations = produced if isinstance(produced, dict) else {stage.output: produced}
+    expected = {stage.output: stage.key, **dict(stage.extra_outputs)}
+    if set(relations) != set(expected):
+        raise RuntimeError(
+            f"stage {stage.name} returned {sorted(relations)}, declared {sorted(expected)}"
+        )
+    temps: dict[str, str] = {}
+    for table, key in expected.items():
+        temp = f"run_{table}" if table not in SHARED_TABLES else f"run_{table}__{stage.name}"
+        con.execute(f"drop table if exists {temp}")
+        relations[table].to_table(temp)
+        _check_key(con, table, key, temp)
+        temps[table] = temp
+    main = temps[stage.output]
+    result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
     result.status = "ok"
-    for message in stage.warnings(con, temp) if stage.warnings else []:
+    for message in stage.warnings(con, main) if stage.warnings else []:
         result.warnings.append(message)
         reporter.warn(message)
     for name in stage.uses:
@@ -274,7 +297,8 @@ def _run_transform(
                 f"    {stage.name}: no {name.removeprefix(PREVIOUS)} before {as_of} in the "
                 "warehouse (first run): nothing to compare with"
             )
-    computed[stage.output] = temp
+    computed.update({t: temp for t, temp in temps.items() if t not in SHARED_TABLES})
+    return temps
 
 
 def _published_input(
@@ -307,16 +331,18 @@ def _previous_input(
     return view
 
 
-def _check_key(con: duckdb.DuckDBPyConnection, stage: Stage, table: str) -> None:
+def _check_key(
+    con: duckdb.DuckDBPyConnection, output: str, key: tuple[str, ...], table: str
+) -> None:
     """The grain is a contract: a null or repeated key stops the run before publishing."""
-    key = ", ".join(quote(k) for k in stage.key)
-    nulls = " or ".join(f"{quote(k)} is null" for k in stage.key)
+    columns = ", ".join(quote(k) for k in key)
+    nulls = " or ".join(f"{quote(k)} is null" for k in key)
     bad = con.execute(
-        f"select {key}, count(*) as n from {table} group by all having n > 1 or {nulls} limit 3"
+        f"select {columns}, count(*) as n from {table} group by all having n > 1 or {nulls} limit 3"
     ).fetchall()
     if bad:
         raise ValidationFailed(
-            f"{stage.output}: key ({', '.join(stage.key)}) is not unique and not null; e.g. {bad}"
+            f"{output}: key ({', '.join(key)}) is not unique and not null; e.g. {bad}"
         )
 
 

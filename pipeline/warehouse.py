@@ -2,6 +2,8 @@
 
 Layout:
     <warehouse>/<table>/as_of=YYYY-MM-DD/data.parquet   one partition per table and as-of
+    <warehouse>/model_fits/as_of=YYYY-MM-DD/<stage>.parquet   a table several stages write
+                                                         (SHARED_TABLES): one file per stage
     <warehouse>/run_manifests/<run_id>.parquet           one row per stage of every run
     <warehouse>/custseg.duckdb                           views only: <table> (latest as-of),
                                                          <table>_history (every as-of),
@@ -26,8 +28,11 @@ CATALOG_FILE = "custseg.duckdb"
 MANIFEST_TABLE = "run_manifests"
 
 
-def partition_path(warehouse: Path, table: str, as_of: date) -> Path:
-    return warehouse / table / f"as_of={as_of.isoformat()}" / "data.parquet"
+SHARED_TABLES = ("model_fits",)  # written by several stages, each to its own file
+
+
+def partition_path(warehouse: Path, table: str, as_of: date, part: str = "data") -> Path:
+    return warehouse / table / f"as_of={as_of.isoformat()}" / f"{part}.parquet"
 
 
 def write_atomically(relation: duckdb.DuckDBPyRelation, target: Path, run_id: str) -> None:
@@ -48,9 +53,11 @@ def publish(
     source_table: str,
     as_of: date,
     run_id: str,
+    part: str = "data",
 ) -> Path:
-    """Publish the run's `source_table` as the `as_of` partition of `table`."""
-    target = partition_path(warehouse, table, as_of)
+    """Publish the run's `source_table` as the `as_of` partition of `table` (or, for a shared
+    table, the stage's `part` of it)."""
+    target = partition_path(warehouse, table, as_of, part)
     write_atomically(con.table(source_table), target, run_id)
     return target
 
@@ -59,7 +66,7 @@ def published_tables(warehouse: Path) -> list[str]:
     if not warehouse.is_dir():
         return []
     return sorted(
-        p.name for p in warehouse.iterdir() if p.is_dir() and any(p.glob("as_of=*/data.parquet"))
+        p.name for p in warehouse.iterdir() if p.is_dir() and any(p.glob("as_of=*/*.parquet"))
     )
 
 
@@ -79,7 +86,7 @@ def refresh_catalog(warehouse: Path, staging: Path, run_id: str) -> Path:
     con = duckdb.connect(str(temporary))
     try:
         for table in published_tables(warehouse):
-            files = literal(str((warehouse / table).resolve() / "as_of=*" / "data.parquet"))
+            files = literal(str((warehouse / table).resolve() / "as_of=*" / "*.parquet"))
             con.execute(
                 f"create view {quote(table + '_history')} as "
                 f"select * from read_parquet({files}, union_by_name = true)"

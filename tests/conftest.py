@@ -25,6 +25,7 @@ def config_for(root: Path, **blocks) -> Config:
         warehouse=root / "warehouse",
         ground_truth=root / "ground_truth",
         temp=root / "tmp",
+        models=root / "models",
     )
     return config.model_copy(update={"paths": paths, **blocks})
 
