@@ -364,6 +364,27 @@ class SegmentsParams(Block):
         return names
 
 
+class ClusterParams(Block):
+    features: list[str]
+    log_features: list[str] = []
+    k: int | None = Field(8, ge=2, le=50)
+    k_range: tuple[int, int] = (4, 10)
+    seed: int = 42
+    fit_sample_size: int = Field(200_000, ge=100)
+    silhouette_sample_size: int = Field(10_000, ge=100)
+    bootstrap_rounds: int = Field(5, ge=0, le=50)
+    max_match_distance: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterParams:
+        stray = sorted(set(self.log_features) - set(self.features))
+        if stray:
+            raise ValueError(f"log_features {stray} are not in features")
+        if not 2 <= self.k_range[0] <= self.k_range[1]:
+            raise ValueError("k_range must be [low, high] with 2 <= low <= high")
+        return self
+
+
 class Config(Block):
     paths: Paths = Paths()
     engine: Engine = Engine()
@@ -378,6 +399,7 @@ class Config(Block):
     life_stages: RuleDimensionParams
     relationship_depth: RuleDimensionParams
     segments: SegmentsParams
+    clusters: ClusterParams
 
     source_file: Path | None = Field(None, exclude=True)
 

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from transforms.aum_tiers import aum_tiers
+from transforms.clusters import clusters
 from transforms.customer_features import customer_features
 from transforms.feature_coverage import coverage_warnings, feature_coverage
 from transforms.life_stages import life_stages
 from transforms.lifecycle_stages import lifecycle_stages
+from transforms.model_fits import MODEL_FITS, MODEL_FITS_KEY
 from transforms.relationship_depth import relationship_depth
 from transforms.rfm_scores import rfm_scores
 from transforms.risk_profiles import risk_profiles
@@ -134,6 +136,17 @@ STAGES: tuple[Stage, ...] = (
         transform=relationship_depth,
     ),
     Stage(
+        name="clusters",
+        description="K-means segments with ids stable across runs, a profile per cluster",
+        grain="clusters: customer_id, as_of; cluster_profiles: cluster_id, as_of",
+        params_block="clusters",
+        output="clusters",
+        requires=("customer_features",),
+        uses=("previous_cluster_profiles",),
+        transform=clusters,
+        extra_outputs=(("cluster_profiles", ("cluster_id", "as_of")), (MODEL_FITS, MODEL_FITS_KEY)),
+    ),
+    Stage(
         name="segments",
         description="the wide table downstream systems load: every dimension, code, service",
         grain="one row per customer_id and as_of",
@@ -147,7 +160,7 @@ STAGES: tuple[Stage, ...] = (
             "life_stages",
             "relationship_depth",
         ),
-        uses=("aum_tiers", "previous_segments"),
+        uses=("aum_tiers", "clusters", "previous_segments"),
         transform=segments,
     ),
     Stage(
@@ -175,7 +188,13 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES = tuple(s.name for s in STAGES)
 STAGES_BY_NAME = {s.name: s for s in STAGES}
-TABLES = tuple(s.output for s in STAGES if s.output)
+TABLES = tuple(
+    table
+    for s in STAGES
+    if s.output
+    for table in (s.output, *(t for t, _ in s.extra_outputs))
+    if table != MODEL_FITS
+)
 
 
 def upstream(stage: Stage) -> list[str]:

@@ -25,7 +25,7 @@ NOT_REJECTS = {"rows_written", "duplicate_row", "optional_value_blanked"}
 def _output_digests(config) -> dict[str, str]:
     return {
         str(p.relative_to(config.paths.warehouse)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(config.paths.warehouse.glob("*/as_of=*/data.parquet"))
+        for p in sorted(config.paths.warehouse.glob("*/as_of=*/*.parquet"))
     }
 
 
@@ -51,15 +51,17 @@ def test_outputs_have_unique_keys_and_accepted_values(small_bank):
     con = open_catalog(config.paths.warehouse)
     customers = config.generate.customers
     for stage in STAGES[1:]:
-        key = ", ".join(stage.key)
-        total, distinct, null_keys = con.sql(
-            f"select count(*), count(distinct ({key})), "
-            f"count(*) filter (where {' or '.join(f'{k} is null' for k in stage.key)}) "
-            f"from {stage.output}"
-        ).fetchall()[0]
-        assert total == distinct and null_keys == 0, stage.output
-        if "customer_id" in stage.key:
-            assert customers * 0.9 <= total <= customers, stage.output
+        for table, key_columns in ((stage.output, stage.key), *stage.extra_outputs):
+            key = ", ".join(key_columns)
+            total, distinct, null_keys = con.sql(
+                f"select count(*), count(distinct ({key})), "
+                f"count(*) filter (where {' or '.join(f'{k} is null' for k in key_columns)}) "
+                f"from {table}"
+            ).fetchall()[0]
+            assert total == distinct and null_keys == 0, table
+            assert total > 0 or table == "segment_migrations", table  # empty on a first run
+            if "customer_id" in key_columns:
+                assert customers * 0.9 <= total <= customers, table
     accepted = {
         ("aum_tiers", "aum_tier"): {t.code for t in config.aum_tiers.tiers},
         ("segments", "service_tier"): set(config.segments.service),
@@ -120,7 +122,7 @@ def test_catalog_exposes_latest_history_rejects_and_manifests(small_bank):
 def test_a_second_run_gives_identical_outputs(small_bank):
     config, _, _ = small_bank
     before = _output_digests(config)
-    assert len(before) == len(TABLES)
+    assert len(before) == len(TABLES) + 1  # and the clusters' model_fits file
     run_stages(config, config.generate.end_on, list(STAGES), quiet(), reload=True)
     assert _output_digests(config) == before
 
@@ -304,5 +306,13 @@ def test_two_consecutive_as_of_dates_give_a_consistent_migration_matrix(tmp_path
         "and dimension <> 'segment_code' and from_value <> '(absent)' and to_value <> '(absent)'"
     ).fetchall()[0][0]
     assert changed[0] <= (moved or 0)  # each changed customer is counted in some matrix cell
+    # cluster ids carry over: every cluster matched the first run's
+    statuses = con.sql("select status, count(*) from cluster_profiles group by all").fetchall()
+    assert dict(statuses).get("continuing", 0) >= config.clusters.k - 1, statuses
+    fits = con.sql(
+        "select term, value from model_fits where model = 'kmeans' and as_of = $d",
+        params={"d": second},
+    ).fetchall()
+    assert dict(fits)["k"] == config.clusters.k and dict(fits)["bootstrap_ari_mean"] > 0.3
     # hysteresis reads the first run's tiers
     assert con.sql("select count(previous_aum_tier) from aum_tiers").fetchall()[0][0] > 0

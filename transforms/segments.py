@@ -7,7 +7,8 @@ Grain: one row per customer_id and as_of (every customer in customer_features).
     is_risk_mismatch, is_latent_aggressive, risk_flags          from risk_profiles
     lifecycle_stage, life_stage, occupation, relationship_depth  from their stages
     rfm_segment, rfm_cell                                        from rfm_scores
-    cluster_id, cluster_label, churn_probability, churn_risk_band, clv_cny
+    cluster_id, cluster_label        from clusters
+    churn_probability, churn_risk_band, clv_cny
                                      from the model stages (null until they exist)
     segment_code                     short codes of segments.code_parts joined by the separator,
                                      e.g. A-C3-FC (affluent, balanced, family with children);
@@ -56,6 +57,7 @@ def segments(
     life_stages: str,
     relationship_depth: str,
     aum_tiers: str | None,
+    clusters: str | None,
     previous_segments: str | None,
     params: SegmentsParams,
     as_of: date,
@@ -72,7 +74,13 @@ def segments(
         + "".join(f" null::varchar as {quote(d)}," for d in params.migration_dimensions)
         + " where false)"
     )
-    model_nulls = ", ".join(f"null::{t} as {c}" for c, t in MODEL_COLUMNS.items())
+    assigned = clusters or (
+        "(select null::varchar as customer_id, null::integer as cluster_id,"
+        " null::varchar as cluster_label where false)"
+    )
+    model_nulls = ", ".join(
+        f"null::{t} as {c}" for c, t in MODEL_COLUMNS.items() if not c.startswith("cluster_")
+    )
     code = (
         f"concat_ws({literal(params.separator)}, "
         + ", ".join(_short(part) for part in params.code_parts)
@@ -95,6 +103,7 @@ def segments(
                    r.risk_flags,
                    lc.lifecycle_stage, ls.life_stage, ls.occupation, rd.relationship_depth,
                    rfm.rfm_segment, rfm.rfm_cell,
+                   k.cluster_id::integer as cluster_id, k.cluster_label,
                    {model_nulls}
             from {customer_features} f
             left join {tiers} t using (customer_id)
@@ -103,6 +112,7 @@ def segments(
             left join {life_stages} ls using (customer_id)
             left join {relationship_depth} rd using (customer_id)
             left join {rfm_scores} rfm using (customer_id)
+            left join {assigned} k using (customer_id)
         ),
         coded as (
             select *, {code} as segment_code,
