@@ -385,6 +385,25 @@ class ClusterParams(Block):
         return self
 
 
+class ClvParams(Block):
+    time_unit: Literal["days", "weeks"] = "weeks"
+    calibration_days: int = Field(730, ge=60, description="history the models learn from")
+    horizon_days: int = Field(365, ge=1, description="expected transactions and CLV over this")
+    holdout_days: int = Field(90, ge=7, description="refit this far back to test the forecast")
+    passive_categories: list[str] = ["salary", "pension", "interest", "fee"]
+    min_repeat_customers: int = Field(30, ge=5)
+
+    @field_validator("passive_categories")
+    @classmethod
+    def _known_categories(cls, categories: list[str]) -> list[str]:
+        from transforms.sources import CATEGORIES
+
+        unknown = sorted(set(categories) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
+        return categories
+
+
 class Config(Block):
     paths: Paths = Paths()
     engine: Engine = Engine()
@@ -400,6 +419,7 @@ class Config(Block):
     relationship_depth: RuleDimensionParams
     segments: SegmentsParams
     clusters: ClusterParams
+    clv_estimates: ClvParams = ClvParams()
 
     source_file: Path | None = Field(None, exclude=True)
 

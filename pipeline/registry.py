@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from transforms.aum_tiers import aum_tiers
 from transforms.clusters import clusters
+from transforms.clv_estimates import clv_estimates
 from transforms.customer_features import customer_features
 from transforms.feature_coverage import coverage_warnings, feature_coverage
 from transforms.life_stages import life_stages
@@ -147,6 +148,16 @@ STAGES: tuple[Stage, ...] = (
         extra_outputs=(("cluster_profiles", ("cluster_id", "as_of")), (MODEL_FITS, MODEL_FITS_KEY)),
     ),
     Stage(
+        name="clv_estimates",
+        description="BG/NBD + Gamma-Gamma: expected transactions, P(alive), lifetime value",
+        grain="one row per customer_id and as_of",
+        params_block="clv_estimates",
+        output="clv_estimates",
+        requires=("stg_transactions", "customer_features"),
+        transform=clv_estimates,
+        extra_outputs=((MODEL_FITS, MODEL_FITS_KEY),),
+    ),
+    Stage(
         name="segments",
         description="the wide table downstream systems load: every dimension, code, service",
         grain="one row per customer_id and as_of",
@@ -160,7 +171,7 @@ STAGES: tuple[Stage, ...] = (
             "life_stages",
             "relationship_depth",
         ),
-        uses=("aum_tiers", "clusters", "previous_segments"),
+        uses=("aum_tiers", "clusters", "clv_estimates", "previous_segments"),
         transform=segments,
     ),
     Stage(

@@ -87,6 +87,7 @@ def run_segments(con, customers, previous=None, as_of=AS_OF, with_tiers=True):
         relationship_depth="depths",
         aum_tiers="tiers" if with_tiers else None,
         clusters=None,
+        clv_estimates=None,
         previous_segments=previous,
         params=CONFIG.segments,
         as_of=as_of,

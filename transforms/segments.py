@@ -8,8 +8,8 @@ Grain: one row per customer_id and as_of (every customer in customer_features).
     lifecycle_stage, life_stage, occupation, relationship_depth  from their stages
     rfm_segment, rfm_cell                                        from rfm_scores
     cluster_id, cluster_label        from clusters
-    churn_probability, churn_risk_band, clv_cny
-                                     from the model stages (null until they exist)
+    clv_cny                          from clv_estimates
+    churn_probability, churn_risk_band   from churn_scores (null until it exists)
     segment_code                     short codes of segments.code_parts joined by the separator,
                                      e.g. A-C3-FC (affluent, balanced, family with children);
                                      a part without a value shows as NA
@@ -58,6 +58,7 @@ def segments(
     relationship_depth: str,
     aum_tiers: str | None,
     clusters: str | None,
+    clv_estimates: str | None,
     previous_segments: str | None,
     params: SegmentsParams,
     as_of: date,
@@ -78,8 +79,13 @@ def segments(
         "(select null::varchar as customer_id, null::integer as cluster_id,"
         " null::varchar as cluster_label where false)"
     )
+    values = clv_estimates or (
+        "(select null::varchar as customer_id, null::decimal(18, 2) as clv_cny where false)"
+    )
     model_nulls = ", ".join(
-        f"null::{t} as {c}" for c, t in MODEL_COLUMNS.items() if not c.startswith("cluster_")
+        f"null::{t} as {c}"
+        for c, t in MODEL_COLUMNS.items()
+        if not c.startswith("cluster_") and c != "clv_cny"
     )
     code = (
         f"concat_ws({literal(params.separator)}, "
@@ -104,6 +110,7 @@ def segments(
                    lc.lifecycle_stage, ls.life_stage, ls.occupation, rd.relationship_depth,
                    rfm.rfm_segment, rfm.rfm_cell,
                    k.cluster_id::integer as cluster_id, k.cluster_label,
+                   v.clv_cny::decimal(18, 2) as clv_cny,
                    {model_nulls}
             from {customer_features} f
             left join {tiers} t using (customer_id)
@@ -113,6 +120,7 @@ def segments(
             left join {relationship_depth} rd using (customer_id)
             left join {rfm_scores} rfm using (customer_id)
             left join {assigned} k using (customer_id)
+            left join {values} v using (customer_id)
         ),
         coded as (
             select *, {code} as segment_code,
