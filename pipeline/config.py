@@ -404,6 +404,69 @@ class ClvParams(Block):
         return categories
 
 
+class RiskBand(Block):
+    code: str
+    min_probability: float = Field(ge=0, le=1)
+
+
+class GradientBoosting(Block):
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_iter: int = Field(300, ge=10)
+    max_leaf_nodes: int = Field(31, ge=2)
+    min_samples_leaf: int = Field(40, ge=1)
+    l2_regularization: float = Field(1.0, ge=0)
+
+
+class ChurnParams(Block):
+    horizon_days: int = Field(90, ge=7)
+    aum_drop_share: float = Field(0.7, gt=0, le=1)
+    passive_categories: list[str] = ["salary", "pension", "interest", "fee"]
+    training_snapshots: int = Field(8, ge=2, le=60)
+    test_snapshots: int = Field(1, ge=1)
+    retrain_every_days: int = Field(30, ge=1)
+    max_training_rows: int = Field(1_000_000, ge=1_000)
+    features: list[str]
+    risk_bands: list[RiskBand]
+    reason_codes_for: list[str] = ["high", "medium"]
+    seed: int = 42
+    model: GradientBoosting = GradientBoosting()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChurnParams:
+        if self.test_snapshots >= self.training_snapshots:
+            raise ValueError("test_snapshots must leave some training_snapshots to learn from")
+        cuts = [b.min_probability for b in self.risk_bands]
+        if not cuts or cuts[-1] != 0 or sorted(cuts, reverse=True) != cuts:
+            raise ValueError("risk_bands must fall from the highest cut-off to min_probability 0")
+        unknown = sorted(set(self.reason_codes_for) - {b.code for b in self.risk_bands})
+        if unknown:
+            raise ValueError(f"reason_codes_for {unknown} are not risk band codes")
+        return self
+
+
+class BankingValueParams(Block):
+    # annual margin the bank earns per CNY of balance, by product family
+    margin_by_family: dict[str, float] = {
+        "deposit": 0.015,
+        "wealth": 0.008,
+        "fund": 0.012,
+        "insurance": 0.02,
+        "loan": 0.025,
+        "card": 0.04,
+    }
+    horizon_years: int = Field(10, ge=1, le=50)
+    discount_rate: float = Field(0.08, ge=0, lt=1)
+
+    @field_validator("margin_by_family")
+    @classmethod
+    def _every_family(cls, margins: dict[str, float]) -> dict[str, float]:
+        from transforms.sources import PRODUCT_FAMILIES
+
+        if set(margins) != set(PRODUCT_FAMILIES):
+            raise ValueError(f"margin_by_family needs exactly the families {PRODUCT_FAMILIES}")
+        return margins
+
+
 class Config(Block):
     paths: Paths = Paths()
     engine: Engine = Engine()
@@ -420,6 +483,8 @@ class Config(Block):
     segments: SegmentsParams
     clusters: ClusterParams
     clv_estimates: ClvParams = ClvParams()
+    churn_scores: ChurnParams
+    banking_values: BankingValueParams = BankingValueParams()
 
     source_file: Path | None = Field(None, exclude=True)
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from transforms.aum_tiers import aum_tiers
+from transforms.banking_values import banking_values
+from transforms.churn_scores import churn_scores
 from transforms.clusters import clusters
 from transforms.clv_estimates import clv_estimates
 from transforms.customer_features import customer_features
@@ -158,6 +160,26 @@ STAGES: tuple[Stage, ...] = (
         extra_outputs=((MODEL_FITS, MODEL_FITS_KEY),),
     ),
     Stage(
+        name="churn_scores",
+        description="calibrated churn probability, risk band and reason codes (retrained monthly)",
+        grain="one row per customer_id and as_of",
+        params_block="churn_scores",
+        output="churn_scores",
+        requires=("customer_features", "stg_transactions"),
+        uses=("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires"),
+        transform=churn_scores,
+        extra_outputs=((MODEL_FITS, MODEL_FITS_KEY),),
+    ),
+    Stage(
+        name="banking_values",
+        description="annual margin from balances x expected relationship from the churn model",
+        grain="one row per customer_id and as_of",
+        params_block="banking_values",
+        output="banking_values",
+        requires=("customer_features", "churn_scores"),
+        transform=banking_values,
+    ),
+    Stage(
         name="segments",
         description="the wide table downstream systems load: every dimension, code, service",
         grain="one row per customer_id and as_of",
@@ -171,7 +193,14 @@ STAGES: tuple[Stage, ...] = (
             "life_stages",
             "relationship_depth",
         ),
-        uses=("aum_tiers", "clusters", "clv_estimates", "previous_segments"),
+        uses=(
+            "aum_tiers",
+            "clusters",
+            "clv_estimates",
+            "churn_scores",
+            "banking_values",
+            "previous_segments",
+        ),
         transform=segments,
     ),
     Stage(

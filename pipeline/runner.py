@@ -262,6 +262,10 @@ def _run_transform(
     params = getattr(config, stage.params_block) if stage.params_block else None
     accepted = inspect.signature(stage.transform).parameters
     inputs = {name: table for name, table in available.items() if name in accepted}
+    for name in accepted:  # a transform may ask for another block: <block>_params
+        block = name.removesuffix("_params")
+        if name.endswith("_params") and block in Config.model_fields:
+            inputs[name] = getattr(config, block)
     if "context" in accepted:
         inputs["context"] = StageContext(
             stage=stage.name,

@@ -88,6 +88,8 @@ def run_segments(con, customers, previous=None, as_of=AS_OF, with_tiers=True):
         aum_tiers="tiers" if with_tiers else None,
         clusters=None,
         clv_estimates=None,
+        churn_scores=None,
+        banking_values=None,
         previous_segments=previous,
         params=CONFIG.segments,
         as_of=as_of,

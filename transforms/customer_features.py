@@ -36,6 +36,7 @@ holdings      balance_on (latest balance snapshot on or before as_of), aum_cny (
               aum_change_3m_cny, aum_change_3m_pct, aum_change_12m_cny, aum_change_12m_pct
                 (pct null when the earlier AUM was 0 or unknown),
               products_held, products_<family> for every product family (positive balances),
+              balance_<family>_cny (the balance per family, loans and cards included),
               product_families_held, non_payment_families_held (families other than deposit and
               card), highest_risk_level_held (asset holdings, R1..R5),
               aum_share_r1 .. aum_share_r5 (share of AUM per product risk level; null if AUM 0),
@@ -250,8 +251,21 @@ def customer_features(
                    {"".join(f", null::varchar as {quote(c)}" for c in extra)}
             from {stg_transactions}
             where transaction_at::date <= $as_of"""
+    family_aggregates = ", ".join(
+        f"count(*) filter (where balance_cny > 0 and product_family = {literal(f)}) "
+        f"as products_{f}, coalesce(sum(balance_cny) filter (where product_family = "
+        f"{literal(f)}), 0) as balance_{f}"
+        for f in PRODUCT_FAMILIES
+    )
+    level_aggregates = ", ".join(
+        f"coalesce(sum(balance_cny) filter (where balance_type = 'asset' "
+        f"and risk_level = {literal(level)}), 0) as aum_{level.lower()}"
+        for level in RISK_LEVELS
+    )
     family_columns = [
-        f"{_when(has_holdings, f'h.products_{f}', '0')} as products_{f}" for f in PRODUCT_FAMILIES
+        f"{_when(has_holdings, f'h.products_{f}', '0')} as products_{f}, "
+        f"{_when(has_holdings, f'h.balance_{f}', '0')}::{_MONEY} as balance_{f}_cny"
+        for f in PRODUCT_FAMILIES
     ]
     families_held = " + ".join(f"(coalesce(h.products_{f}, 0) > 0)::int" for f in PRODUCT_FAMILIES)
     non_payment = " + ".join(
@@ -364,20 +378,8 @@ def customer_features(
                    coalesce(sum(balance_cny) filter (where balance_type = 'liability'), 0)
                        as loans,
                    count(*) filter (where balance_cny > 0) as products_held,
-                   {
-            ", ".join(
-                f"count(*) filter (where balance_cny > 0 and product_family = "
-                f"{literal(f)}) as products_{f}"
-                for f in PRODUCT_FAMILIES
-            )
-        },
-                   {
-            ", ".join(
-                f"coalesce(sum(balance_cny) filter (where balance_type = 'asset' "
-                f"and risk_level = {literal(level)}), 0) as aum_{level.lower()}"
-                for level in RISK_LEVELS
-            )
-        },
+                   {family_aggregates},
+                   {level_aggregates},
                    max(risk_level) filter (where balance_type = 'asset' and balance_cny > 0)
                        as highest_risk_level_held,
                    coalesce(sum(balance_cny) filter (

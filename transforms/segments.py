@@ -7,9 +7,10 @@ Grain: one row per customer_id and as_of (every customer in customer_features).
     is_risk_mismatch, is_latent_aggressive, risk_flags          from risk_profiles
     lifecycle_stage, life_stage, occupation, relationship_depth  from their stages
     rfm_segment, rfm_cell                                        from rfm_scores
-    cluster_id, cluster_label        from clusters
-    clv_cny                          from clv_estimates
-    churn_probability, churn_risk_band   from churn_scores (null until it exists)
+    cluster_id, cluster_label        from clusters (null when that stage is not run)
+    churn_probability, churn_risk_band   from churn_scores (likewise)
+    clv_cny                          from clv_estimates (likewise)
+    banking_value_cny                from banking_values (likewise)
     segment_code                     short codes of segments.code_parts joined by the separator,
                                      e.g. A-C3-FC (affluent, balanced, family with children);
                                      a part without a value shows as NA
@@ -32,15 +33,6 @@ import duckdb
 from pipeline.config import SegmentsParams
 from transforms.staging import literal, quote
 
-# The model columns later stages fill; typed nulls until then.
-MODEL_COLUMNS = {
-    "cluster_id": "integer",
-    "cluster_label": "varchar",
-    "churn_probability": "double",
-    "churn_risk_band": "varchar",
-    "clv_cny": "decimal(18, 2)",
-}
-
 
 def _short(column: str) -> str:
     value = f"{quote(column)}::varchar"
@@ -59,6 +51,8 @@ def segments(
     aum_tiers: str | None,
     clusters: str | None,
     clv_estimates: str | None,
+    churn_scores: str | None,
+    banking_values: str | None,
     previous_segments: str | None,
     params: SegmentsParams,
     as_of: date,
@@ -82,10 +76,13 @@ def segments(
     values = clv_estimates or (
         "(select null::varchar as customer_id, null::decimal(18, 2) as clv_cny where false)"
     )
-    model_nulls = ", ".join(
-        f"null::{t} as {c}"
-        for c, t in MODEL_COLUMNS.items()
-        if not c.startswith("cluster_") and c != "clv_cny"
+    worth = banking_values or (
+        "(select null::varchar as customer_id, null::decimal(18, 2) as banking_value_cny"
+        " where false)"
+    )
+    churn = churn_scores or (
+        "(select null::varchar as customer_id, null::double as churn_probability,"
+        " null::varchar as churn_risk_band where false)"
     )
     code = (
         f"concat_ws({literal(params.separator)}, "
@@ -110,8 +107,9 @@ def segments(
                    lc.lifecycle_stage, ls.life_stage, ls.occupation, rd.relationship_depth,
                    rfm.rfm_segment, rfm.rfm_cell,
                    k.cluster_id::integer as cluster_id, k.cluster_label,
+                   c.churn_probability, c.churn_risk_band,
                    v.clv_cny::decimal(18, 2) as clv_cny,
-                   {model_nulls}
+                   w.banking_value_cny::decimal(18, 2) as banking_value_cny
             from {customer_features} f
             left join {tiers} t using (customer_id)
             left join {risk_profiles} r using (customer_id)
@@ -121,6 +119,8 @@ def segments(
             left join {rfm_scores} rfm using (customer_id)
             left join {assigned} k using (customer_id)
             left join {values} v using (customer_id)
+            left join {churn} c using (customer_id)
+            left join {worth} w using (customer_id)
         ),
         coded as (
             select *, {code} as segment_code,

@@ -1,0 +1,351 @@
+"""churn_scores: the probability that a customer churns within the horizon, with reasons.
+
+Grain: one row per customer_id and as_of (every customer in customer_features).
+    churn_probability      calibrated probability of the churn label (below) within horizon_days
+    churn_risk_band        the first of churn_scores.risk_bands whose cut-off it reaches
+    reason_1..3            for the bands in reason_codes_for: the features pushing this customer's
+                           probability up most, best first (null when none does)
+    reason_1..3_value      the customer's value of that feature
+    reason_1..3_contribution   how much the probability drops when that feature is set to the
+                           training median
+    reason_text            the three as one readable line
+    model_version, trained_on   the artifact that scored (retrained every retrain_every_days)
+
+The label, for a snapshot date T: within (T, T + horizon_days] AUM falls by at least
+aum_drop_share (from the balance on T to the latest balance by T + horizon), or the customer
+initiates nothing (no transaction outside passive_categories and no app/web/contact event).
+Training examples are customers who initiated something in the horizon_days before T.
+
+Training (when no saved model trained within retrain_every_days under the same settings):
+month-end snapshots T whose horizon ended by as_of; customer_features recomputed at each T from
+rows dated up to T only (the stages filter every source by date, so nothing after T leaks in);
+the newest test_snapshots are held out for an out-of-time evaluation against a recency-only
+baseline; then the model is refitted on every snapshot and saved with its metrics.
+
+Also writes model_fits rows (model churn_gbm): the out-of-time metrics of the model and of the
+baseline (ROC AUC, PR AUC, lift in the top decile, calibration error), training and test sizes.
+
+Checks: customer_id unique; churn_probability within 0..1; churn_risk_band in the band codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from models.churn import calibration_table, evaluate, fit_churn_model
+from pipeline.artifacts import StageContext
+from pipeline.config import ChurnParams, CustomerFeaturesParams
+from pipeline.errors import ConfigError, InputError
+from transforms.customer_features import customer_features as compute_features
+from transforms.model_fits import MODEL_FITS, fit_rows
+from transforms.staging import literal, quote
+
+SOURCES = ("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires")
+
+
+def snapshot_dates(as_of: date, params: ChurnParams) -> list[date]:
+    """Month-ends whose horizon has passed by as_of, oldest first."""
+    latest = as_of - timedelta(days=params.horizon_days)
+    month_end = latest.replace(day=1) - timedelta(days=1)
+    if (latest + timedelta(days=1)).day == 1:
+        month_end = latest
+    dates = [month_end]
+    while len(dates) < params.training_snapshots:
+        dates.append(dates[-1].replace(day=1) - timedelta(days=1))
+    return sorted(dates)
+
+
+def churn_labels(
+    con: duckdb.DuckDBPyConnection,
+    features: str,
+    *,
+    stg_transactions: str,
+    stg_balances: str | None,
+    stg_products: str | None,
+    stg_events: str | None,
+    params: ChurnParams,
+    snapshot: date,
+) -> duckdb.DuckDBPyRelation:
+    """(customer_id, is_eligible, is_churned) for the customers in `features` at `snapshot`."""
+    passive = ", ".join(literal(c) for c in params.passive_categories)
+    window = f"> $snapshot - {params.horizon_days} and {{d}} <= $snapshot"
+    future = f"> $snapshot and {{d}} <= $snapshot + {params.horizon_days}"
+    events = stg_events or "(select null::varchar as customer_id, null::timestamp as event_at)"
+
+    def initiated(condition: str) -> str:
+        return f"""
+            select customer_id from {stg_transactions}
+            where transaction_at::date {condition.format(d="transaction_at::date")}
+              and coalesce(category, '') not in ({passive})
+            union
+            select customer_id from {events}
+            where event_at::date {condition.format(d="event_at::date")}"""
+
+    if stg_balances and stg_products:
+        later_aum = f"""
+            select b.customer_id,
+                   sum(b.balance_cny) filter (where p.balance_type = 'asset') as aum_later
+            from {stg_balances} b join {stg_products} p using (product_id)
+            where b.balance_on = (select max(balance_on) from {stg_balances}
+                                  where balance_on <= $snapshot + {params.horizon_days})
+            group by b.customer_id"""
+    else:
+        later_aum = "select null::varchar as customer_id, null::decimal as aum_later where false"
+    return con.sql(
+        f"""
+        with before as ({initiated(window)}),
+        after as ({initiated(future)}),
+        later as ({later_aum})
+        select f.customer_id,
+               f.customer_id in (select customer_id from before) as is_eligible,
+               coalesce(f.aum_cny > 0
+                        and coalesce(l.aum_later, 0) <= (1 - $drop) * f.aum_cny, false)
+               or f.customer_id not in (select customer_id from after) as is_churned
+        from {features} f
+        left join later l using (customer_id)
+        """,
+        params={"snapshot": snapshot, "drop": params.aum_drop_share},
+    )
+
+
+def _feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    return frame.select(pl.col(features).cast(pl.Float64)).to_numpy()
+
+
+def training_examples(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    stg_transactions: str,
+    sources: dict[str, str | None],
+    params: ChurnParams,
+    customer_features_params: CustomerFeaturesParams,
+    snapshot: date,
+) -> pl.DataFrame:
+    """Point-in-time features at `snapshot` and the label from the horizon after it, for the
+    eligible customers: customer_id, snapshot_on, <features>, is_churned."""
+    features = compute_features(
+        con,
+        stg_transactions=stg_transactions,
+        **sources,
+        params=customer_features_params,
+        as_of=snapshot,
+    )
+    table = f"churn_features_{snapshot:%Y%m%d}"
+    con.execute(f"drop table if exists {table}")
+    features.to_table(table)
+    churn_labels(
+        con,
+        table,
+        stg_transactions=stg_transactions,
+        stg_balances=sources["stg_balances"],
+        stg_products=sources["stg_products"],
+        stg_events=sources["stg_events"],
+        params=params,
+        snapshot=snapshot,
+    ).create_view(f"{table}_labels", replace=True)
+    columns = ", ".join(f"f.{quote(c)}::double as {quote(c)}" for c in params.features)
+    frame = con.sql(
+        f"""
+        select f.customer_id, $snapshot::date as snapshot_on, {columns}, l.is_churned
+        from {table} f join {table}_labels l using (customer_id)
+        where l.is_eligible
+        order by f.customer_id
+        """,
+        params={"snapshot": snapshot},
+    ).pl()
+    con.execute(f"drop view {table}_labels; drop table {table}")
+    return frame
+
+
+def settings_hash(params: ChurnParams, features_params: CustomerFeaturesParams) -> str:
+    payload = json.dumps(
+        [params.model_dump(mode="json"), features_params.model_dump(mode="json")], sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _train(con, stg_transactions, sources, params, features_params, as_of, context):
+    snapshots = snapshot_dates(as_of, params)
+    frames = []
+    for snapshot in snapshots:
+        frames.append(
+            training_examples(
+                con,
+                stg_transactions=stg_transactions,
+                sources=sources,
+                params=params,
+                customer_features_params=features_params,
+                snapshot=snapshot,
+            )
+        )
+        context.info(f"    churn_scores: {snapshot} -> {len(frames[-1]):,} training examples")
+    examples = pl.concat(frames)
+    if len(examples) > params.max_training_rows:
+        examples = examples.sample(params.max_training_rows, seed=params.seed).sort(
+            "snapshot_on", "customer_id"
+        )
+    test_from = snapshots[-params.test_snapshots]
+    train, test = (
+        examples.filter(pl.col("snapshot_on") < test_from),
+        examples.filter(pl.col("snapshot_on") >= test_from),
+    )
+    options = params.model.model_dump()
+    y_train = train["is_churned"].cast(pl.Int8).to_numpy()
+    y_test = test["is_churned"].cast(pl.Int8).to_numpy()
+    try:
+        held_out = fit_churn_model(
+            _feature_matrix(train, params.features),
+            y_train,
+            params.features,
+            seed=params.seed,
+            **options,
+        )
+        probability = held_out.predict(_feature_matrix(test, params.features))
+        metrics = evaluate(y_test, probability)
+        # the baseline: recency alone (the longer since any activity, the likelier to churn)
+        recency = test["days_since_last_activity"].fill_null(10_000).to_numpy().astype(float)
+        baseline = evaluate(y_test, recency, probability=False)
+        model = fit_churn_model(
+            _feature_matrix(examples, params.features),
+            examples["is_churned"].cast(pl.Int8).to_numpy(),
+            params.features,
+            seed=params.seed,
+            **options,
+        )
+    except ValueError as error:
+        raise InputError(f"churn_scores: cannot train: {error}") from None
+    model.metrics = metrics
+    metadata = {
+        "trained_on": as_of.isoformat(),
+        "config_hash": settings_hash(params, features_params),
+        "training_from": snapshots[0].isoformat(),
+        "training_to": (snapshots[-1] + timedelta(days=params.horizon_days)).isoformat(),
+        "snapshots": [s.isoformat() for s in snapshots],
+        "test_snapshots": [s.isoformat() for s in snapshots[-params.test_snapshots :]],
+        "training_rows": len(train),
+        "test_rows": len(test),
+        "metrics": metrics,
+        "baseline_metrics": baseline,
+        "calibration": calibration_table(y_test, probability),
+        "features": params.features,
+    }
+    version = f"{as_of.isoformat()}-{metadata['config_hash']}"
+    return context.artifacts.save(version, model, metadata)
+
+
+def churn_scores(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    customer_features: str,
+    stg_transactions: str,
+    stg_customers: str | None,
+    stg_balances: str | None,
+    stg_products: str | None,
+    stg_events: str | None,
+    stg_questionnaires: str | None,
+    params: ChurnParams,
+    customer_features_params: CustomerFeaturesParams,
+    as_of: date,
+    context: StageContext,
+) -> dict[str, duckdb.DuckDBPyRelation]:
+    unknown = sorted(set(params.features) - set(con.table(customer_features).columns))
+    if unknown:
+        raise ConfigError(f"churn_scores.features: {', '.join(unknown)} not in customer_features")
+    sources = {
+        "stg_customers": stg_customers,
+        "stg_balances": stg_balances,
+        "stg_products": stg_products,
+        "stg_events": stg_events,
+        "stg_questionnaires": stg_questionnaires,
+    }
+    settings = settings_hash(params, customer_features_params)
+    artifact = context.artifacts.latest(on_or_before=as_of, config_hash=settings)
+    if artifact is None or (as_of - artifact.trained_on).days >= params.retrain_every_days:
+        artifact = _train(
+            con, stg_transactions, sources, params, customer_features_params, as_of, context
+        )
+        context.info(f"    churn_scores: trained model {artifact.version}")
+    else:
+        context.info(f"    churn_scores: scoring with model {artifact.version}")
+    model = artifact.load()
+
+    columns = ", ".join(f"{quote(c)}::double as {quote(c)}" for c in params.features)
+    frame = con.sql(
+        f"select customer_id, {columns} from {customer_features} order by customer_id"
+    ).pl()
+    x = _feature_matrix(frame, params.features)
+    probability = model.predict(x)
+    cuts = [b.min_probability for b in params.risk_bands]
+    # cut-offs fall to 0: the band is the first cut-off the probability reaches
+    band_index = np.minimum(
+        (probability[:, None] < np.array(cuts)[None, :]).sum(axis=1), len(cuts) - 1
+    )
+    bands = np.array([b.code for b in params.risk_bands])[band_index]
+    explain = np.isin(bands, params.reason_codes_for)
+    reason_index = np.full((len(x), 3), -1)
+    contribution = np.zeros((len(x), 3))
+    if explain.any():
+        reason_index[explain], contribution[explain] = model.reasons(x[explain])
+    names = np.array([*params.features, ""], dtype=object)
+    scored = frame.select("customer_id").with_columns(
+        as_of=pl.lit(as_of),
+        churn_probability=pl.Series(probability),
+        churn_risk_band=pl.Series(bands, dtype=pl.String),
+    )
+    for k in range(3):
+        index = reason_index[:, k]
+        value = np.where(index >= 0, x[np.arange(len(x)), np.maximum(index, 0)], np.nan)
+        scored = scored.with_columns(
+            pl.Series(f"reason_{k + 1}", names[index], dtype=pl.String).replace("", None),
+            pl.Series(f"reason_{k + 1}_value", value).fill_nan(None),
+            pl.Series(
+                f"reason_{k + 1}_contribution", np.where(index >= 0, contribution[:, k], np.nan)
+            ).fill_nan(None),
+        )
+    scored = scored.with_columns(
+        reason_text=pl.concat_str(
+            [
+                pl.format(
+                    "{} = {} (+{})",
+                    f"reason_{k}",
+                    pl.col(f"reason_{k}_value").round(2),
+                    pl.col(f"reason_{k}_contribution").round(3),
+                )
+                for k in (1, 2, 3)
+            ],
+            separator="; ",
+            ignore_nulls=True,
+        ).replace("", None),
+        model_version=pl.lit(artifact.version),
+        trained_on=pl.lit(artifact.trained_on),
+    )
+    meta = artifact.metadata
+    terms = [
+        *[(name, "metric", value, None) for name, value in meta["metrics"].items()],
+        *[
+            (f"baseline_{name}", "metric", value, None)
+            for name, value in meta["baseline_metrics"].items()
+        ],
+        ("training_rows", "size", meta["training_rows"], None),
+        ("test_rows", "size", meta["test_rows"], None),
+        ("horizon_days", "size", params.horizon_days, None),
+    ]
+    fits = fit_rows(
+        as_of=as_of,
+        stage="churn_scores",
+        model="churn_gbm",
+        terms=terms,
+        training_from=date.fromisoformat(meta["training_from"]),
+        training_to=date.fromisoformat(meta["training_to"]),
+        trained_on=artifact.trained_on,
+    )
+    return {
+        "churn_scores": con.from_arrow(scored.to_arrow()),
+        MODEL_FITS: con.from_arrow(fits.to_arrow()),
+    }
