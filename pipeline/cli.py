@@ -224,7 +224,10 @@ def stages(
             optional = f" (optional: {', '.join(stage.uses)})" if stage.uses else ""
             typer.echo(f"    reads    {', '.join(stage.requires)}{optional}")
         typer.echo(f"    after    {', '.join(upstream(stage)) or '-'}")
-        typer.echo(f"    writes   {stage.output or 'stg_<source>, stg_rejects'}")
+        written = [stage.output, *(table for table, _ in stage.extra_outputs)]
+        typer.echo(
+            f"    writes   {', '.join(written) if stage.output else 'stg_<source>, stg_rejects'}"
+        )
         typer.echo(f"    grain    {stage.grain}")
         typer.echo(f"    config   {stage.params_block or '-'}")
 
