@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
@@ -57,6 +58,8 @@ def _fill_empty(x: np.ndarray, empty: np.ndarray) -> np.ndarray:
 def fit_churn_model(
     x: np.ndarray,
     y: np.ndarray,
+    x_calibration: np.ndarray,
+    y_calibration: np.ndarray,
     features: list[str],
     *,
     seed: int,
@@ -66,8 +69,11 @@ def fit_churn_model(
     min_samples_leaf: int,
     l2_regularization: float,
 ) -> ChurnModel:
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"churn: the training labels hold one class only ({len(y)} examples)")
+    """Boost on (x, y), then calibrate its probabilities (isotonic) on a later, separate
+    sample (x_calibration, y_calibration): one booster fit, a time-ordered calibration."""
+    for name, labels in (("training", y), ("calibration", y_calibration)):
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"churn: the {name} labels hold one class only ({len(labels)})")
     booster = HistGradientBoostingClassifier(
         learning_rate=learning_rate,
         max_iter=max_iter,
@@ -78,9 +84,9 @@ def fit_churn_model(
         random_state=seed,
     )
     empty = np.isnan(x).all(axis=0)  # e.g. a 12-month change before 12 months of history
-    # isotonic calibration on 3 folds: the probabilities mean what they say
-    classifier = CalibratedClassifierCV(booster, method="isotonic", cv=3)
-    classifier.fit(_fill_empty(x, empty), y)
+    booster.fit(_fill_empty(x, empty), y)
+    classifier = CalibratedClassifierCV(FrozenEstimator(booster), method="isotonic")
+    classifier.fit(_fill_empty(x_calibration, empty), y_calibration)
     medians = np.zeros(x.shape[1])
     medians[~empty] = np.nanmedian(x[:, ~empty], axis=0)
     return ChurnModel(features, classifier, medians, len(y), float(y.mean()), empty)

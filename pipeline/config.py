@@ -433,8 +433,11 @@ class ChurnParams(Block):
 
     @model_validator(mode="after")
     def _consistent(self) -> ChurnParams:
-        if self.test_snapshots >= self.training_snapshots:
-            raise ValueError("test_snapshots must leave some training_snapshots to learn from")
+        if self.test_snapshots + 2 > self.training_snapshots:
+            raise ValueError(
+                "training_snapshots must hold the test_snapshots, one calibration snapshot and "
+                "at least one to fit on"
+            )
         cuts = [b.min_probability for b in self.risk_bands]
         if not cuts or cuts[-1] != 0 or sorted(cuts, reverse=True) != cuts:
             raise ValueError("risk_bands must fall from the highest cut-off to min_probability 0")

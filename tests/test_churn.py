@@ -139,9 +139,12 @@ def synthetic(seed: int, n: int = 4_000):
 
 def test_reason_codes_name_the_feature_that_drives_the_score():
     x, y = synthetic(1)
+    x_calibration, y_calibration = synthetic(2)
     model = fit_churn_model(
         x,
         y,
+        x_calibration,
+        y_calibration,
         ["outflow", "noise_a", "noise_b"],
         seed=3,
         learning_rate=0.1,

@@ -18,9 +18,10 @@ Training examples are customers who initiated something in the horizon_days befo
 
 Training (when no saved model trained within retrain_every_days under the same settings):
 month-end snapshots T whose horizon ended by as_of; customer_features recomputed at each T from
-rows dated up to T only (the stages filter every source by date, so nothing after T leaks in);
-the newest test_snapshots are held out for an out-of-time evaluation against a recency-only
-baseline; then the model is refitted on every snapshot and saved with its metrics.
+rows dated up to T only (the stages filter every source by date, so nothing after T leaks in).
+The oldest snapshots fit the gradient-boosted trees, the next one calibrates their
+probabilities (isotonic), the newest test_snapshots are the out-of-time test against a
+recency-only baseline. The model evaluated is the model saved and used.
 
 Also writes model_fits rows (model churn_gbm): the out-of-time metrics of the model and of the
 baseline (ROC AUC, PR AUC, lift in the top decile, calibration error), training and test sizes.
@@ -190,36 +191,30 @@ def _train(con, stg_transactions, sources, params, features_params, as_of, conte
         examples = examples.sample(params.max_training_rows, seed=params.seed).sort(
             "snapshot_on", "customer_id"
         )
+    # oldest snapshots fit the booster, the next one calibrates it, the newest test it
     test_from = snapshots[-params.test_snapshots]
-    train, test = (
-        examples.filter(pl.col("snapshot_on") < test_from),
-        examples.filter(pl.col("snapshot_on") >= test_from),
-    )
-    options = params.model.model_dump()
-    y_train = train["is_churned"].cast(pl.Int8).to_numpy()
+    calibration_on = snapshots[-params.test_snapshots - 1]
+    train = examples.filter(pl.col("snapshot_on") < calibration_on)
+    calibration = examples.filter(pl.col("snapshot_on") == calibration_on)
+    test = examples.filter(pl.col("snapshot_on") >= test_from)
     y_test = test["is_churned"].cast(pl.Int8).to_numpy()
     try:
-        held_out = fit_churn_model(
-            _feature_matrix(train, params.features),
-            y_train,
-            params.features,
-            seed=params.seed,
-            **options,
-        )
-        probability = held_out.predict(_feature_matrix(test, params.features))
-        metrics = evaluate(y_test, probability)
-        # the baseline: recency alone (the longer since any activity, the likelier to churn)
-        recency = test["days_since_last_activity"].fill_null(10_000).to_numpy().astype(float)
-        baseline = evaluate(y_test, recency, probability=False)
         model = fit_churn_model(
-            _feature_matrix(examples, params.features),
-            examples["is_churned"].cast(pl.Int8).to_numpy(),
+            _feature_matrix(train, params.features),
+            train["is_churned"].cast(pl.Int8).to_numpy(),
+            _feature_matrix(calibration, params.features),
+            calibration["is_churned"].cast(pl.Int8).to_numpy(),
             params.features,
             seed=params.seed,
-            **options,
+            **params.model.model_dump(),
         )
     except ValueError as error:
         raise InputError(f"churn_scores: cannot train: {error}") from None
+    probability = model.predict(_feature_matrix(test, params.features))
+    metrics = evaluate(y_test, probability)
+    # the baseline: recency alone (the longer since any activity, the likelier to churn)
+    recency = test["days_since_last_activity"].fill_null(10_000).to_numpy().astype(float)
+    baseline = evaluate(y_test, recency, probability=False)
     model.metrics = metrics
     metadata = {
         "trained_on": as_of.isoformat(),
@@ -229,6 +224,7 @@ def _train(con, stg_transactions, sources, params, features_params, as_of, conte
         "snapshots": [s.isoformat() for s in snapshots],
         "test_snapshots": [s.isoformat() for s in snapshots[-params.test_snapshots :]],
         "training_rows": len(train),
+        "calibration_rows": len(calibration),
         "test_rows": len(test),
         "metrics": metrics,
         "baseline_metrics": baseline,
@@ -333,6 +329,7 @@ def churn_scores(
             for name, value in meta["baseline_metrics"].items()
         ],
         ("training_rows", "size", meta["training_rows"], None),
+        ("calibration_rows", "size", meta["calibration_rows"], None),
         ("test_rows", "size", meta["test_rows"], None),
         ("horizon_days", "size", params.horizon_days, None),
     ]
