@@ -164,9 +164,19 @@ def training_examples(
     return frame
 
 
+# bump when the saved model or its metadata change shape: older artifacts are then not reused
+ARTIFACT_FORMAT = 2
+
+
 def settings_hash(params: ChurnParams, features_params: CustomerFeaturesParams) -> str:
+    """What a saved model depends on: its settings, the features' settings, the format."""
     payload = json.dumps(
-        [params.model_dump(mode="json"), features_params.model_dump(mode="json")], sort_keys=True
+        [
+            ARTIFACT_FORMAT,
+            params.model_dump(mode="json"),
+            features_params.model_dump(mode="json"),
+        ],
+        sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -57,6 +57,54 @@ def _phase(name: str, args: list[str], env: dict[str, str]) -> dict:
     }
 
 
+MODEL_TERMS = {
+    "churn_gbm": (
+        "roc_auc",
+        "baseline_roc_auc",
+        "pr_auc",
+        "baseline_pr_auc",
+        "lift_top_decile",
+        "baseline_lift_top_decile",
+        "calibration_error",
+        "training_rows",
+    ),
+    "bg_nbd": (
+        "holdout_predicted_transactions",
+        "holdout_actual_transactions",
+        "holdout_mae_per_customer",
+        "customers",
+    ),
+    "kmeans": ("k", "bootstrap_ari_mean", "fit_rows"),
+}
+
+
+def _model_figures(config) -> dict[str, dict[str, float]]:
+    import duckdb
+
+    files = str(config.paths.warehouse / "model_fits" / "*" / "*.parquet")
+    rows = duckdb.sql(f"select model, term, value from read_parquet('{files}')").fetchall()
+    return {
+        model: {term: value for m, term, value in rows if m == model and term in terms}
+        for model, terms in MODEL_TERMS.items()
+    }
+
+
+def _model_lines(models: dict[str, dict[str, float]]) -> list[str]:
+    churn, clv, kmeans = models["churn_gbm"], models["bg_nbd"], models["kmeans"]
+    return [
+        f"churn: ROC AUC {churn['roc_auc']:.3f} (recency baseline {churn['baseline_roc_auc']:.3f})"
+        f", PR AUC {churn['pr_auc']:.3f} ({churn['baseline_pr_auc']:.3f}), top-decile lift "
+        f"{churn['lift_top_decile']:.2f} ({churn['baseline_lift_top_decile']:.2f}), "
+        f"calibration error {churn['calibration_error']:.3f}, "
+        f"{churn['training_rows']:,.0f} training rows",
+        f"CLV: holdout transactions predicted {clv['holdout_predicted_transactions']:,.0f}, "
+        f"actual {clv['holdout_actual_transactions']:,.0f}, MAE per customer "
+        f"{clv['holdout_mae_per_customer']:.2f}",
+        f"clusters: k={kmeans['k']:.0f}, bootstrap ARI {kmeans['bootstrap_ari_mean']:.2f}, "
+        f"fitted on {kmeans['fit_rows']:,.0f} customers",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -68,7 +116,7 @@ def main() -> None:
         config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
         config["paths"] = {
             k: str(Path(root) / k)
-            for k in ("landing", "staging", "warehouse", "ground_truth", "temp")
+            for k in ("landing", "staging", "warehouse", "ground_truth", "temp", "models")
         }
         config["generate"]["customers"] = args.customers
         config["generate"]["file_format"] = args.format
@@ -83,6 +131,7 @@ def main() -> None:
         landing_bytes = sum(p.stat().st_size for p in Path(root, "landing").rglob("*.*"))
         resolved = load_config(config_path, environ={})
         agreement = agreement_rates(resolved, resolved.generate.end_on)
+        models = _model_figures(resolved)
 
     total_rows = sum(rows.values())
     stages = [r for r in run["log"] if r["event"] == "stage_finished"]
@@ -97,6 +146,7 @@ def main() -> None:
         "run": {k: run[k] for k in ("seconds", "peak_rss_mib")}
         | {"input_rows_per_second": round(total_rows / run["seconds"])},
         "stages": {s["stage"]: {"seconds": s["seconds"], "rows": s["rows"]} for s in stages},
+        "models": models,
         "ground_truth_agreement": {
             check: {"share": round(share, 4), "customers": count}
             for check, (share, count) in agreement.items()
@@ -117,6 +167,9 @@ def main() -> None:
     for name, stage in report["stages"].items():
         rows_text = f"{stage['rows']:,}" if stage["rows"] is not None else "-"
         print(f"    {name:<20} {stage['seconds']:>8.2f} s  {rows_text:>13} rows out")
+    print("  models (out of time / holdout):")
+    for line in _model_lines(models):
+        print(f"    {line}")
     print("  agreement with the generator's ground truth:")
     for check, figures in report["ground_truth_agreement"].items():
         print(f"    {figures['share']:>6.1%}  of {figures['customers']:>9,}  {check}")
