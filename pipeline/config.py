@@ -470,6 +470,12 @@ class BankingValueParams(Block):
         return margins
 
 
+class ProductRulesParams(Block):
+    min_support: float = Field(0.01, gt=0, le=1)
+    min_confidence: float = Field(0.1, gt=0, le=1)
+    max_length: int | None = Field(None, ge=2, description="items per rule; null = no limit")
+
+
 class Config(Block):
     paths: Paths = Paths()
     engine: Engine = Engine()
@@ -488,6 +494,7 @@ class Config(Block):
     clv_estimates: ClvParams = ClvParams()
     churn_scores: ChurnParams
     banking_values: BankingValueParams = BankingValueParams()
+    product_rules: ProductRulesParams = ProductRulesParams()
 
     source_file: Path | None = Field(None, exclude=True)
 

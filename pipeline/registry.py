@@ -20,6 +20,7 @@ from transforms.feature_coverage import coverage_warnings, feature_coverage
 from transforms.life_stages import life_stages
 from transforms.lifecycle_stages import lifecycle_stages
 from transforms.model_fits import MODEL_FITS, MODEL_FITS_KEY
+from transforms.product_rules import product_rules
 from transforms.relationship_depth import relationship_depth
 from transforms.rfm_scores import rfm_scores
 from transforms.risk_profiles import risk_profiles
@@ -178,6 +179,16 @@ STAGES: tuple[Stage, ...] = (
         output="banking_values",
         requires=("customer_features", "churn_scores"),
         transform=banking_values,
+    ),
+    Stage(
+        name="product_rules",
+        description="exact association rules between held products: support, confidence, lift",
+        grain="one row per as_of, antecedent_key and consequent",
+        params_block="product_rules",
+        output="product_rules",
+        requires=("customer_features", "stg_balances", "stg_products"),
+        transform=product_rules,
+        key=("as_of", "antecedent_key", "consequent"),
     ),
     Stage(
         name="segments",
