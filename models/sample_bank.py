@@ -13,9 +13,10 @@ The structure a model can find later, and that the ground truth records:
                  thins out, assets flow out in large transfers, complaints become likelier; after
                  it nothing happens and balances are gone. Some churn dates lie after the last
                  extract, so the decay is visible but the departure is still to come.
-    acquisitions some customers take a mortgage after viewing mortgage-rate pages for weeks, or
-                 buy a fund after reading fund pages; the rest of the population views those
-                 pages at a low base rate.
+    acquisitions some customers take up a product (mortgage, equity fund, life insurance,
+                 fixed-income wealth plan, credit card, pension annuity; shares per persona
+                 in ACQUISITIONS) after viewing pages on its topic for weeks; the rest of the
+                 population views those pages at a low base rate.
 """
 
 from __future__ import annotations
@@ -156,8 +157,17 @@ ACTIVITY = np.array([0.9, 0.8, 0.6, 1.2, 0.35, 0.5])
 PAYROLL_SHARE = np.array([0.45, 0.40, 0.15, 0.0, 0.0, 0.0])
 RISK_MEAN = np.array([55, 45, 65, 60, 30, 50])
 CHURN_SHARE = np.array([0.12, 0.08, 0.07, 0.10, 0.06, 0.18])
-MORTGAGE_SHARE = np.array([0.10, 0.08, 0.03, 0.03, 0.0, 0.0])
-FUND_BUY_SHARE = np.array([0.06, 0.05, 0.12, 0.06, 0.03, 0.02])
+# products taken up during the history, each after weeks of views on its topic: the share of
+# each persona (young_professional, family, affluent_investor, business_owner, retiree,
+# student) who acquire it over the 24 months; risky products scale with the risk appetite
+ACQUISITIONS = (
+    ("LOAN_MORTGAGE", "mortgage_rates", np.array([0.10, 0.08, 0.03, 0.03, 0.0, 0.0])),
+    ("FUND_EQUITY", "funds", np.array([0.06, 0.05, 0.12, 0.06, 0.03, 0.02])),
+    ("INS_LIFE", "insurance", np.array([0.04, 0.10, 0.05, 0.04, 0.02, 0.0])),
+    ("WM_FIXED", "wealth", np.array([0.04, 0.04, 0.08, 0.05, 0.09, 0.01])),
+    ("CARD_CREDIT", "cards", np.array([0.08, 0.04, 0.01, 0.02, 0.01, 0.12])),
+    ("INS_PENSION", "insurance", np.array([0.01, 0.03, 0.03, 0.02, 0.07, 0.0])),
+)
 OCCUPATION_BY_PERSONA = (
     ("salaried", "freelancer"),
     ("salaried", "freelancer", "business_owner"),
@@ -507,15 +517,10 @@ def simulate_chunk(spec: BankSpec, first: int, count: int, chunk_seed: int) -> C
     holds[:, P["FUND_QUANT"]] &= aum_target >= 3e6
     acquired_day = np.full((n, len(PRODUCT_IDS)), -1, dtype=np.int64)  # -1 = held from the start
 
-    mortgage_buyer = (rng.random(n) < MORTGAGE_SHARE[persona]) & ~holds[:, P["LOAN_MORTGAGE"]]
-    fund_buyer = (
-        rng.random(n) < FUND_BUY_SHARE[persona] * appetite_factor[:, P["FUND_EQUITY"]]
-    ) & ~holds[:, P["FUND_EQUITY"]]
     acquisitions = []
-    for product, buyers, topic in (
-        ("LOAN_MORTGAGE", mortgage_buyer, "mortgage_rates"),
-        ("FUND_EQUITY", fund_buyer, "funds"),
-    ):
+    for product, topic, share in ACQUISITIONS:
+        j = P[product]
+        buyers = (rng.random(n) < share[persona] * appetite_factor[:, j]) & ~holds[:, j]
         idx = np.flatnonzero(buyers)
         lo = np.maximum(active_from[idx] + 60, start_day + 60)
         hi = np.minimum(churn_day[idx] - 150, end_day + 120)

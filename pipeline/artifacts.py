@@ -13,7 +13,7 @@ import os
 import pickle
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -80,3 +80,4 @@ class StageContext:
     warn: Callable[[str], Any]
     info: Callable[[str], Any]
     config_hash: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # recorded in the run manifest

@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+evaluate_app = typer.Typer(help="Evaluate outputs out of time.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
 
 ConfigOption = Annotated[
     Path | None,
@@ -230,6 +232,55 @@ def stages(
         )
         typer.echo(f"    grain    {stage.grain}")
         typer.echo(f"    config   {stage.params_block or '-'}")
+
+
+@evaluate_app.command(
+    "nbp",
+    epilog=(
+        "Examples:\n\n"
+        "  custseg evaluate nbp --as-of 2026-07-31\n\n"
+        "  custseg evaluate nbp --as-of 2026-07-31 --log-format json"
+    ),
+)
+def evaluate_nbp_command(
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="a past date whose 90-day horizon has passed")
+    ],
+    config_path: ConfigOption = None,
+    log_format: LogFormatOption = "human",
+) -> None:
+    """Replay next-best-product lists for a past date and score them against what customers
+    actually took up in the horizon after it, beside a popularity baseline."""
+    from pipeline.evaluate import evaluate_nbp
+    from pipeline.runner import resolve_as_of
+
+    reporter = _reporter(log_format)
+    config = _config(config_path)
+    figures = evaluate_nbp(config, resolve_as_of(config, as_of), reporter)
+    k = figures["top_k"]
+    reporter.info(
+        f"next-best-product evaluation, as-of {figures['as_of']}, {figures['horizon_days']}-day "
+        f"horizon (data known on {figures['known_on']}):",
+        event="nbp_evaluation",
+        **{m: figures[m] for m in ("blend", "popularity")},
+    )
+    blend = figures["blend"]
+    reporter.info(
+        f"  {blend['customers']:,} customers, {blend['acquirers']:,} took up "
+        f"{blend['acquisitions']:,} products"
+    )
+    reporter.info(f"  {'method':<12} {f'hit rate@{k}':>12} {f'precision@{k}':>13} {'coverage':>9}")
+    for method in ("blend", "popularity"):
+        f = figures[method]
+        reporter.info(
+            f"  {method:<12} {_share(f['hit_rate_at_k']):>12} {_share(f['precision_at_k']):>13} "
+            f"{_share(f['coverage']):>9}"
+        )
+    reporter.info(f"  saved {figures['saved_to']}")
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
 
 
 @config_app.command("show")

@@ -476,6 +476,45 @@ class ProductRulesParams(Block):
     max_length: int | None = Field(None, ge=2, description="items per rule; null = no limit")
 
 
+class DemandSignal(Block):
+    """A behaviour rule suggesting a product; the reason may name features as {feature}."""
+
+    product: str
+    reason: str
+    score: float = Field(1.0, gt=0, le=1)
+    when: Conditions | list[Conditions]
+
+    @property
+    def alternatives(self) -> list[Conditions]:
+        return [self.when] if isinstance(self.when, dict) else list(self.when)
+
+
+class BlendWeights(Block):
+    rules: float = Field(1.0, ge=0)
+    propensity: float = Field(1.0, ge=0)
+    signals: float = Field(1.0, ge=0)
+
+
+class PropensityParams(Block):
+    features: list[str]
+    training_snapshots: int = Field(4, ge=2, le=36)
+    min_acquisitions: int = Field(20, ge=1, description="fewer in training: no model")
+    retrain_every_days: int = Field(30, ge=1)
+    max_training_rows: int = Field(1_000_000, ge=1_000)
+    seed: int = 42
+    model: GradientBoosting = GradientBoosting()
+
+
+class NextBestProductParams(Block):
+    top_k: int = Field(3, ge=1, le=20)
+    min_score: float = Field(0.001, ge=0)
+    weights: BlendWeights = BlendWeights()
+    risk_free_level: RiskLevel = "R1"
+    horizon_days: int = Field(90, ge=7)
+    signals: list[DemandSignal] = []
+    propensity: PropensityParams
+
+
 class Config(Block):
     paths: Paths = Paths()
     engine: Engine = Engine()
@@ -495,6 +534,7 @@ class Config(Block):
     churn_scores: ChurnParams
     banking_values: BankingValueParams = BankingValueParams()
     product_rules: ProductRulesParams = ProductRulesParams()
+    next_best_products: NextBestProductParams
 
     source_file: Path | None = Field(None, exclude=True)
 

@@ -95,9 +95,10 @@ def generate_bank(
     if existing and not force:
         raise UsageError(
             f"{existing[0]} is not empty; pass --force to replace the sample bank "
-            "(its staged data is removed too)"
+            "(its staged data and fitted models are removed too)"
         )
-    for folder in (paths.landing, paths.ground_truth, paths.staging):
+    # models fitted on the bank being replaced mean nothing for the new one
+    for folder in (paths.landing, paths.ground_truth, paths.staging, paths.models):
         if folder.exists():
             shutil.rmtree(folder)
     paths.ground_truth.mkdir(parents=True, exist_ok=True)

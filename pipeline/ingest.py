@@ -443,18 +443,23 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def register_staged_views(con: duckdb.DuckDBPyConnection, staging: Path, as_of: date) -> list[str]:
+def register_staged_views(
+    con: duckdb.DuckDBPyConnection, staging: Path, as_of: date, known_on: date | None = None
+) -> list[str]:
     """Create a view `stg_<source>` per staged source as it was known on `as_of`; return the
     sources present. Snapshots: the latest extract on or before as_of. History: every extract
     on or before as_of, rows dated on or before it (a row delivered late, after as_of, is not
-    seen: re-running a past date gives what was known then)."""
+    seen: re-running a past date gives what was known then). `known_on` (a later date) reads
+    the extracts known by then instead, still only rows dated up to as_of: the backtests'
+    view of a past date with today's corrected data."""
+    known_on = known_on or as_of
     present = []
     for name in INGEST_ORDER:
         source = SOURCES[name]
         files = sorted(
             p
             for p in (staging / source.table).glob("extract_on=*/data.parquet")
-            if date.fromisoformat(p.parent.name.removeprefix("extract_on=")) <= as_of
+            if date.fromisoformat(p.parent.name.removeprefix("extract_on=")) <= known_on
         )
         if not files:
             continue

@@ -20,6 +20,7 @@ from transforms.feature_coverage import coverage_warnings, feature_coverage
 from transforms.life_stages import life_stages
 from transforms.lifecycle_stages import lifecycle_stages
 from transforms.model_fits import MODEL_FITS, MODEL_FITS_KEY
+from transforms.next_best_products import next_best_products
 from transforms.product_rules import product_rules
 from transforms.relationship_depth import relationship_depth
 from transforms.rfm_scores import rfm_scores
@@ -189,6 +190,24 @@ STAGES: tuple[Stage, ...] = (
         requires=("customer_features", "stg_balances", "stg_products"),
         transform=product_rules,
         key=("as_of", "antecedent_key", "consequent"),
+    ),
+    Stage(
+        name="next_best_products",
+        description="top-k suitable products per customer: rules, propensity, demand signals",
+        grain="one row per customer_id, as_of and rank",
+        params_block="next_best_products",
+        output="next_best_products",
+        requires=(
+            "customer_features",
+            "risk_profiles",
+            "product_rules",
+            "stg_transactions",
+            "stg_balances",
+            "stg_products",
+        ),
+        uses=("aum_tiers", "stg_customers", "stg_events", "stg_questionnaires"),
+        transform=next_best_products,
+        key=("customer_id", "as_of", "rank"),
     ),
     Stage(
         name="segments",

@@ -98,7 +98,10 @@ def run_stages(
     reporter: Reporter,
     *,
     reload: bool = False,
+    known_on: date | None = None,
 ) -> RunManifest:
+    """Run `stages` for `as_of`. `known_on`: read the extracts known by that later date (rows
+    still dated up to as_of): how evaluations replay a past date."""
     run_id = new_run_id(as_of)
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -124,7 +127,7 @@ def run_stages(
                 _run_ingest(con, config, as_of, reporter, result, reload)
             else:
                 if present is None:  # staging is final once ingest (if selected) has run
-                    present = set(register_staged_views(con, config.paths.staging, as_of))
+                    present = set(register_staged_views(con, config.paths.staging, as_of, known_on))
                 outputs[stage.name] = _run_transform(
                     con, config, as_of, stage, reporter, result, computed, skipped, present, run_id
                 )
@@ -266,8 +269,9 @@ def _run_transform(
         block = name.removesuffix("_params")
         if name.endswith("_params") and block in Config.model_fields:
             inputs[name] = getattr(config, block)
+    context = None
     if "context" in accepted:
-        inputs["context"] = StageContext(
+        inputs["context"] = context = StageContext(
             stage=stage.name,
             run_id=run_id,
             artifacts=ArtifactStore(config.paths.models / stage.name),
@@ -292,6 +296,8 @@ def _run_transform(
     main = temps[stage.output]
     result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
     result.status = "ok"
+    if context is not None and context.detail:
+        result.detail = context.detail
     for message in stage.warnings(con, main) if stage.warnings else []:
         result.warnings.append(message)
         reporter.warn(message)

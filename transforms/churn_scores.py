@@ -43,23 +43,14 @@ from models.churn import calibration_table, evaluate, fit_churn_model
 from pipeline.artifacts import StageContext
 from pipeline.config import ChurnParams, CustomerFeaturesParams
 from pipeline.errors import ConfigError, InputError
-from transforms.customer_features import customer_features as compute_features
 from transforms.model_fits import MODEL_FITS, fit_rows
+from transforms.snapshots import features_at, month_end_snapshots
 from transforms.staging import literal, quote
-
-SOURCES = ("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires")
 
 
 def snapshot_dates(as_of: date, params: ChurnParams) -> list[date]:
     """Month-ends whose horizon has passed by as_of, oldest first."""
-    latest = as_of - timedelta(days=params.horizon_days)
-    month_end = latest.replace(day=1) - timedelta(days=1)
-    if (latest + timedelta(days=1)).day == 1:
-        month_end = latest
-    dates = [month_end]
-    while len(dates) < params.training_snapshots:
-        dates.append(dates[-1].replace(day=1) - timedelta(days=1))
-    return sorted(dates)
+    return month_end_snapshots(as_of, params.horizon_days, params.training_snapshots)
 
 
 def churn_labels(
@@ -130,16 +121,14 @@ def training_examples(
 ) -> pl.DataFrame:
     """Point-in-time features at `snapshot` and the label from the horizon after it, for the
     eligible customers: customer_id, snapshot_on, <features>, is_churned."""
-    features = compute_features(
+    table = features_at(
         con,
         stg_transactions=stg_transactions,
-        **sources,
+        sources=sources,
         params=customer_features_params,
-        as_of=snapshot,
+        snapshot=snapshot,
+        table=f"churn_features_{snapshot:%Y%m%d}",
     )
-    table = f"churn_features_{snapshot:%Y%m%d}"
-    con.execute(f"drop table if exists {table}")
-    features.to_table(table)
     churn_labels(
         con,
         table,

@@ -1,0 +1,364 @@
+"""next_best_products: a short ranked list of suitable products per customer, with reasons.
+
+Grain: one row per customer_id, as_of and rank (1..top_k; fewer when fewer pass).
+    product_id, product_name, score        the blended score (below)
+    sources                                which of rules / propensity / signals proposed it
+    reason_text                            what a relationship manager reads
+    suitability_check                      the checks it passed, e.g.
+                                           "risk R2 <= R3 (balanced); tier affluent >= any"
+    rule_score                             the product's base acquisition rate (from the
+                                           propensity training data) x rule_lift, at most 1:
+                                           a rule on the scale of a probability
+    rule_lift, rule_confidence, rule_antecedent   the product_rules rule with the highest lift
+                                           whose left side the customer holds and whose right
+                                           side he does not
+    propensity                             the product's classifier (acquisition within
+                                           horizon_days), for products with enough history
+    signal_score                           the strongest demand signal from config
+
+score = weights.rules x rule_score + weights.propensity x propensity + weights.signals x
+signal_score (a missing source counts 0). Candidates scoring under min_score are dropped.
+
+Suitability, in this order (the first failing check is the exclusion counted in the run
+manifest): already held; the customer's service tier below the product's min_tier; a product
+above risk_free_level without a valid questionnaire; a product above the customer's
+max_product_risk_level. Only candidates passing all are ranked.
+
+Propensity training (every retrain_every_days, saved as an artifact): month-end snapshots
+whose horizon has passed; customer_features recomputed at each; one row per customer and
+product he did not hold then, labelled 1 when he held it by the end of the horizon.
+
+Checks: (customer_id, as_of, rank) unique; product never held; score > 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from models.propensity import fit_propensities
+from pipeline.artifacts import StageContext
+from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProductParams
+from pipeline.errors import ConfigError
+from transforms.rules import condition_sql
+from transforms.snapshots import features_at, holdings_on, month_end_snapshots
+from transforms.staging import literal, quote
+
+EXCLUSIONS = ("already_held", "tier_not_eligible", "no_valid_questionnaire", "risk_above_class")
+PROPENSITY_FORMAT = 1
+
+
+def _signal_sql(params: NextBestProductParams, features: str, columns: set[str]) -> str:
+    parts = []
+    for i, signal in enumerate(params.signals):
+        used = {c for alternative in signal.alternatives for c in alternative}
+        named = set(re.findall(r"{(\w+)}", signal.reason))
+        unknown = sorted((used | named) - columns)
+        if unknown:
+            raise ConfigError(f"next_best_products.signals[{i}]: unknown feature(s) {unknown}")
+        condition = " or ".join(
+            "(" + " and ".join(condition_sql(c, cond)[0] for c, cond in alt.items()) + ")"
+            for alt in signal.alternatives
+        )
+        reason = literal(signal.reason)
+        for name in sorted(named):
+            value = f"regexp_replace(round({quote(name)}::double, 2)::varchar, '\\.0+$', '')"
+            reason = f"replace({reason}, {literal('{' + name + '}')}, coalesce({value}, '?'))"
+        parts.append(
+            f"select customer_id, {literal(signal.product)} as product_id, "
+            f"{signal.score!r} as signal_score, {reason} as signal_reason "
+            f"from {features} where {condition}"
+        )
+    empty = "select null::varchar, null::varchar, null::double, null::varchar where false"
+    return " union all ".join(parts) or empty
+
+
+def _propensity_settings(params: NextBestProductParams, features: CustomerFeaturesParams) -> str:
+    payload = json.dumps(
+        [
+            PROPENSITY_FORMAT,
+            params.propensity.model_dump(mode="json"),
+            params.horizon_days,
+            features.model_dump(mode="json"),
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    return frame.select(pl.col(features).cast(pl.Float64)).to_numpy()
+
+
+def _train_propensity(con, stg_transactions, sources, params, features_params, as_of, context):
+    settings = params.propensity
+    snapshots = month_end_snapshots(as_of, params.horizon_days, settings.training_snapshots)
+    columns = ", ".join(f"f.{quote(c)}::double as {quote(c)}" for c in settings.features)
+    later = f"$snapshot + {params.horizon_days}"
+    frames = []
+    for snapshot in snapshots:
+        table = features_at(
+            con,
+            stg_transactions=stg_transactions,
+            sources=sources,
+            params=features_params,
+            snapshot=snapshot,
+            table=f"propensity_features_{snapshot:%Y%m%d}",
+        )
+        frames.append(
+            con.sql(
+                f"""
+            with held_then as ({holdings_on(sources["stg_balances"], "$snapshot")}),
+            held_later as ({holdings_on(sources["stg_balances"], later)}),
+            catalog as (select distinct product_id from {sources["stg_products"]})
+            select f.customer_id, c.product_id, {columns},
+                   (l.customer_id is not null)::int as acquired
+            from {table} f cross join catalog c
+            left join held_then t on t.customer_id = f.customer_id and t.product_id = c.product_id
+            left join held_later l on l.customer_id = f.customer_id and l.product_id = c.product_id
+            where t.customer_id is null
+            order by f.customer_id, c.product_id
+            """,
+                params={"snapshot": snapshot},
+            ).pl()
+        )
+        con.execute(f"drop table {table}")
+    examples = pl.concat(frames)
+    if len(examples) > settings.max_training_rows:
+        examples = examples.sample(settings.max_training_rows, seed=settings.seed)
+    x = _matrix(examples, settings.features)
+    empty = np.isnan(x).all(axis=0)
+    x[:, empty] = 0.0
+    models = fit_propensities(
+        x,
+        examples["product_id"].to_numpy(),
+        examples["acquired"].to_numpy(),
+        settings.features,
+        min_acquisitions=settings.min_acquisitions,
+        seed=settings.seed,
+        **settings.model.model_dump(),
+    )
+    models.empty = empty
+    metadata = {
+        "trained_on": as_of.isoformat(),
+        "config_hash": _propensity_settings(params, features_params),
+        "training_from": snapshots[0].isoformat(),
+        "training_to": (snapshots[-1] + timedelta(days=params.horizon_days)).isoformat(),
+        "snapshots": [s.isoformat() for s in snapshots],
+        "acquisitions": models.acquisitions,
+        "modelled_products": sorted(models.models),
+    }
+    artifact = context.artifacts.save(
+        f"{as_of.isoformat()}-{metadata['config_hash']}", models, metadata
+    )
+    modelled = ", ".join(sorted(models.models)) or "no product (too few acquisitions)"
+    context.info(f"    next_best_products: propensity models for {modelled}")
+    return artifact
+
+
+def next_best_products(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    customer_features: str,
+    risk_profiles: str,
+    aum_tiers: str | None,
+    product_rules: str,
+    stg_transactions: str,
+    stg_customers: str | None,
+    stg_balances: str,
+    stg_products: str,
+    stg_events: str | None,
+    stg_questionnaires: str | None,
+    params: NextBestProductParams,
+    aum_tiers_params: AumTierParams,
+    customer_features_params: CustomerFeaturesParams,
+    as_of: date,
+    context: StageContext,
+) -> duckdb.DuckDBPyRelation:
+    columns = set(con.table(customer_features).columns)
+    unknown = sorted(set(params.propensity.features) - columns)
+    if unknown:
+        raise ConfigError(f"next_best_products.propensity.features: {unknown} not in features")
+    sources = {
+        "stg_customers": stg_customers,
+        "stg_balances": stg_balances,
+        "stg_products": stg_products,
+        "stg_events": stg_events,
+        "stg_questionnaires": stg_questionnaires,
+    }
+
+    # --- propensity: reuse the saved models between retrains ----------------------------------
+    settings = _propensity_settings(params, customer_features_params)
+    artifact = context.artifacts.latest(on_or_before=as_of, config_hash=settings)
+    if (
+        artifact is None
+        or (as_of - artifact.trained_on).days >= params.propensity.retrain_every_days
+    ):
+        artifact = _train_propensity(
+            con, stg_transactions, sources, params, customer_features_params, as_of, context
+        )
+    models = artifact.load()
+    rates = {  # 90-day acquisition rate of each product among customers not holding it
+        product: models.acquisitions[product] / examples
+        for product, examples in sorted(models.examples.items())
+        if examples
+    }
+    feature_list = ", ".join(
+        f"{quote(c)}::double as {quote(c)}" for c in params.propensity.features
+    )
+    frame = con.sql(
+        f"select customer_id, {feature_list} from {customer_features} order by customer_id"
+    ).pl()
+    x = _matrix(frame, params.propensity.features)
+    x[:, models.empty] = 0.0
+    scored = [
+        pl.DataFrame(
+            {
+                "customer_id": frame["customer_id"],
+                "product_id": product,
+                "propensity": models.predict(product, x),
+            }
+        )
+        for product in sorted(models.models)
+    ]
+    propensity = (
+        pl.concat(scored)
+        if scored
+        else pl.DataFrame(
+            schema={"customer_id": pl.String, "product_id": pl.String, "propensity": pl.Float64}
+        )
+    )
+    con.register("nbp_propensity", propensity.to_arrow())
+
+    tiers = aum_tiers or "(select null::varchar as customer_id, null::varchar as service_tier)"
+    tier_order = [t.code for t in aum_tiers_params.tiers] + [aum_tiers_params.private_banking.code]
+    weights = params.weights
+    con.execute(
+        f"""
+        create or replace temp table nbp_candidates as
+        with held as ({holdings_on(stg_balances, "$as_of")}),
+        held_lists as (
+            select customer_id, list(product_id order by product_id) as held
+            from held group by customer_id
+        ),
+        baskets as (
+            select f.customer_id, coalesce(h.held, []) as held
+            from {customer_features} f left join held_lists h using (customer_id)
+        ),
+        distinct_baskets as (select distinct held from baskets),
+        rule_hits as (  -- per distinct basket: the strongest rule per product not held
+            select b.held, r.consequent as product_id,
+                   max(r.lift) as rule_lift,
+                   arg_max(r.confidence, r.lift) as rule_confidence,
+                   arg_max(r.antecedent_key, r.lift) as rule_antecedent
+            from distinct_baskets b join {product_rules} r
+              on list_has_all(b.held, r.antecedent) and not list_contains(b.held, r.consequent)
+            group by all
+        ),
+        rules as (
+            -- on the scale of a probability: the product's base acquisition rate x the lift
+            select b.customer_id, h.product_id, h.rule_confidence, h.rule_antecedent,
+                   h.rule_lift,
+                   least(1, h.rule_lift * coalesce(
+                       $base_rates[list_position($rated_products, h.product_id)], 0))
+                       as rule_score
+            from baskets b join rule_hits h using (held)
+        ),
+        signals as (
+            select customer_id, product_id, max(signal_score) as signal_score,
+                   string_agg(signal_reason, '; ' order by signal_score desc, signal_reason)
+                       as signal_reason
+            from ({_signal_sql(params, customer_features, columns)}) s
+            group by all
+        ),
+        blended as (
+            select customer_id, product_id, r.rule_confidence, r.rule_antecedent,
+                   r.rule_lift, r.rule_score, p.propensity, s.signal_score, s.signal_reason
+            from rules r
+            full join nbp_propensity p using (customer_id, product_id)
+            full join signals s using (customer_id, product_id)
+        )
+        select b.*,
+               {weights.rules!r} * coalesce(b.rule_score, 0)
+               + {weights.propensity!r} * coalesce(b.propensity, 0)
+               + {weights.signals!r} * coalesce(b.signal_score, 0) as score,
+               list_filter([
+                   case when b.rule_score > 0 then 'rules' end,
+                   case when b.propensity is not null then 'propensity' end,
+                   case when b.signal_score is not null then 'signals' end
+               ], lambda s: s is not null) as sources,
+               p.product_name, p.risk_level, nullif(p.min_tier, '') as min_tier,
+               t.service_tier, r.questionnaire_status, r.max_product_risk_level,
+               r.stated_risk_class,
+               case
+                   when h.customer_id is not null then 'already_held'
+                   when nullif(p.min_tier, '') is not null and coalesce(
+                       list_position($tier_order, t.service_tier)
+                       < list_position($tier_order, p.min_tier), true) then 'tier_not_eligible'
+                   when p.risk_level > $risk_free
+                        and coalesce(r.questionnaire_status, 'missing') <> 'valid'
+                       then 'no_valid_questionnaire'
+                   when p.risk_level > r.max_product_risk_level then 'risk_above_class'
+               end as exclusion
+        from blended b
+        join {stg_products} p using (product_id)
+        left join held h using (customer_id, product_id)
+        left join {tiers} t using (customer_id)
+        left join {risk_profiles} r using (customer_id)
+        where {weights.rules!r} * coalesce(b.rule_score, 0)
+              + {weights.propensity!r} * coalesce(b.propensity, 0)
+              + {weights.signals!r} * coalesce(b.signal_score, 0) >= $min_score
+    """,
+        {
+            "as_of": as_of,
+            "tier_order": tier_order,
+            "risk_free": params.risk_free_level,
+            "min_score": max(params.min_score, 1e-12),
+            "rated_products": list(rates),
+            "base_rates": list(rates.values()),
+        },
+    )
+    counts = dict(
+        con.execute(
+            "select coalesce(exclusion, 'passed'), count(*) from nbp_candidates group by all"
+        ).fetchall()
+    )
+    context.detail["candidates"] = sum(counts.values())
+    context.detail["exclusions"] = {reason: counts.get(reason, 0) for reason in EXCLUSIONS}
+    context.detail["propensity_model"] = artifact.version
+    return con.sql(
+        f"""
+        with ranked as (
+            select *, row_number() over (
+                partition by customer_id order by score desc, product_id) as rank
+            from nbp_candidates where exclusion is null
+        )
+        select customer_id, $as_of::date as as_of, rank::integer as rank, product_id,
+               product_name, round(score, 6) as score, sources,
+               concat_ws('; ',
+                   case when rule_score > 0 then
+                       'holds ' || rule_antecedent || ': ' || round(100 * rule_confidence)::int
+                       || '% of such customers hold it (lift ' || round(rule_lift, 1) || ')'
+                   end,
+                   case when propensity is not null then
+                       'propensity ' || round(100 * propensity, 1) || '% in '
+                       || {params.horizon_days} || ' days' end,
+                   signal_reason) as reason_text,
+               'risk ' || risk_level || ' <= ' || coalesce(max_product_risk_level, $risk_free)
+                   || ' (' || coalesce(stated_risk_class || ', questionnaire '
+                   || questionnaire_status, 'no valid questionnaire') || '); tier '
+                   || coalesce(service_tier, 'unknown') || ' >= ' || coalesce(min_tier, 'any')
+                   || '; not held' as suitability_check,
+               rule_score, rule_confidence, rule_lift, rule_antecedent, propensity, signal_score
+        from ranked
+        where rank <= {params.top_k}
+        order by customer_id, rank
+        """,
+        params={"as_of": as_of, "risk_free": params.risk_free_level},
+    )
