@@ -93,7 +93,7 @@ def _propensity_settings(params: NextBestProductParams, features: CustomerFeatur
 
 
 def _matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    return frame.select(pl.col(features).cast(pl.Float64)).to_numpy()
+    return np.array(frame.select(pl.col(features).cast(pl.Float64)).to_numpy())  # writable
 
 
 def _train_propensity(con, stg_transactions, sources, params, features_params, as_of, context):
