@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_CUSTOMERS ?= 20000
 # the sample bank's backfill date (generate.end_on - 3 days): the demo runs it, then latest
 DEMO_FIRST_AS_OF ?= 2026-10-31
+# a past date whose 90-day horizon has passed: next-best-product lists are scored on it
+DEMO_EVALUATE_AS_OF ?= 2026-07-31
 BENCH_CUSTOMERS ?= 100000
 
 .PHONY: setup demo test lint format bench clean lock help
@@ -31,6 +33,8 @@ demo: setup ## generate a sample bank, run two nightly as-of dates, print segmen
 	$(BIN)/custseg sql "select segment_code, count(*) as customers, any_value(coverage_model) as coverage_model from segments group by all order by customers desc limit 8"
 	$(BIN)/custseg sql "select dimension, from_value, to_value, customers from segment_migrations where is_change order by customers desc limit 8"
 	$(BIN)/custseg sql "select feature_group, round(coverage_share, 3) as coverage, is_below_minimum from feature_coverage"
+	$(BIN)/custseg sql "select customer_id, rank, product_id, round(score, 3) as score, reason_text from next_best_products where customer_id in (select customer_id from next_best_products where list_contains(sources, 'signals') limit 2) order by all"
+	$(BIN)/custseg evaluate nbp --as-of $(DEMO_EVALUATE_AS_OF)
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest -q
