@@ -515,6 +515,10 @@ class NextBestProductParams(Block):
     propensity: PropensityParams
 
 
+class ValidationParams(Block):
+    enabled: bool = Field(True, description="run the expectation suites before publishing")
+
+
 class Config(Block):
     paths: Paths = Paths()
     engine: Engine = Engine()
@@ -529,6 +533,7 @@ class Config(Block):
     life_stages: RuleDimensionParams
     relationship_depth: RuleDimensionParams
     segments: SegmentsParams
+    validation: ValidationParams = ValidationParams()
     clusters: ClusterParams
     clv_estimates: ClvParams = ClvParams()
     churn_scores: ChurnParams

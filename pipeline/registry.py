@@ -11,22 +11,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from transforms.aum_tiers import aum_tiers
+from transforms.aum_tiers import expectations as aum_tiers_expectations
 from transforms.banking_values import banking_values
+from transforms.banking_values import expectations as banking_values_expectations
 from transforms.churn_scores import churn_scores
+from transforms.churn_scores import expectations as churn_scores_expectations
 from transforms.clusters import clusters
 from transforms.clv_estimates import clv_estimates
+from transforms.clv_estimates import expectations as clv_estimates_expectations
 from transforms.customer_features import customer_features
+from transforms.customer_features import expectations as customer_features_expectations
 from transforms.feature_coverage import coverage_warnings, feature_coverage
+from transforms.feature_coverage import expectations as feature_coverage_expectations
 from transforms.life_stages import life_stages
 from transforms.lifecycle_stages import lifecycle_stages
 from transforms.model_fits import MODEL_FITS, MODEL_FITS_KEY
+from transforms.next_best_products import expectations as next_best_products_expectations
 from transforms.next_best_products import next_best_products
 from transforms.product_rules import product_rules
 from transforms.relationship_depth import relationship_depth
+from transforms.rfm_scores import expectations as rfm_scores_expectations
 from transforms.rfm_scores import rfm_scores
+from transforms.risk_profiles import expectations as risk_profiles_expectations
 from transforms.risk_profiles import risk_profiles
+from transforms.rules import rule_expectations
 from transforms.segment_migrations import segment_migrations
 from transforms.segment_summaries import segment_summaries
+from transforms.segments import expectations as segments_expectations
 from transforms.segments import segments
 
 PREVIOUS = "previous_"  # an input named previous_<table>: that table's latest earlier as-of
@@ -50,6 +61,8 @@ class Stage:
     warnings: Callable | None = None
     # further tables the transform returns (as a dict with the main output), with their keys
     extra_outputs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # params -> the checks of the main output beyond its key (declared beside the transform)
+    expectations: Callable | None = None
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -73,6 +86,7 @@ STAGES: tuple[Stage, ...] = (
         requires=("stg_transactions",),
         uses=("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires"),
         transform=customer_features,
+        expectations=customer_features_expectations,
     ),
     Stage(
         name="feature_coverage",
@@ -82,6 +96,7 @@ STAGES: tuple[Stage, ...] = (
         output="feature_coverage",
         requires=("customer_features",),
         transform=feature_coverage,
+        expectations=feature_coverage_expectations,
         key=("feature_group", "as_of"),
         warnings=coverage_warnings,
     ),
@@ -93,6 +108,7 @@ STAGES: tuple[Stage, ...] = (
         output="rfm_scores",
         requires=("stg_transactions", "customer_features"),
         transform=rfm_scores,
+        expectations=rfm_scores_expectations,
     ),
     Stage(
         name="aum_tiers",
@@ -103,6 +119,7 @@ STAGES: tuple[Stage, ...] = (
         requires=("customer_features", "stg_balances"),
         uses=("previous_aum_tiers",),
         transform=aum_tiers,
+        expectations=aum_tiers_expectations,
     ),
     Stage(
         name="risk_profiles",
@@ -112,6 +129,7 @@ STAGES: tuple[Stage, ...] = (
         output="risk_profiles",
         requires=("customer_features",),
         transform=risk_profiles,
+        expectations=risk_profiles_expectations,
     ),
     Stage(
         name="lifecycle_stages",
@@ -121,6 +139,7 @@ STAGES: tuple[Stage, ...] = (
         output="lifecycle_stages",
         requires=("customer_features",),
         transform=lifecycle_stages,
+        expectations=rule_expectations("lifecycle_stage"),
     ),
     Stage(
         name="life_stages",
@@ -130,6 +149,7 @@ STAGES: tuple[Stage, ...] = (
         output="life_stages",
         requires=("customer_features",),
         transform=life_stages,
+        expectations=rule_expectations("life_stage"),
     ),
     Stage(
         name="relationship_depth",
@@ -139,6 +159,7 @@ STAGES: tuple[Stage, ...] = (
         output="relationship_depth",
         requires=("customer_features",),
         transform=relationship_depth,
+        expectations=rule_expectations("relationship_depth"),
     ),
     Stage(
         name="clusters",
@@ -159,6 +180,7 @@ STAGES: tuple[Stage, ...] = (
         output="clv_estimates",
         requires=("stg_transactions", "customer_features"),
         transform=clv_estimates,
+        expectations=clv_estimates_expectations,
         extra_outputs=((MODEL_FITS, MODEL_FITS_KEY),),
     ),
     Stage(
@@ -170,6 +192,7 @@ STAGES: tuple[Stage, ...] = (
         requires=("customer_features", "stg_transactions"),
         uses=("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires"),
         transform=churn_scores,
+        expectations=churn_scores_expectations,
         extra_outputs=((MODEL_FITS, MODEL_FITS_KEY),),
     ),
     Stage(
@@ -180,6 +203,7 @@ STAGES: tuple[Stage, ...] = (
         output="banking_values",
         requires=("customer_features", "churn_scores"),
         transform=banking_values,
+        expectations=banking_values_expectations,
     ),
     Stage(
         name="product_rules",
@@ -207,6 +231,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         uses=("aum_tiers", "stg_customers", "stg_events", "stg_questionnaires"),
         transform=next_best_products,
+        expectations=next_best_products_expectations,
         key=("customer_id", "as_of", "rank"),
     ),
     Stage(
@@ -232,6 +257,7 @@ STAGES: tuple[Stage, ...] = (
             "previous_segments",
         ),
         transform=segments,
+        expectations=segments_expectations,
     ),
     Stage(
         name="segment_migrations",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -27,16 +28,18 @@ from pipeline.artifacts import ArtifactStore, StageContext
 from pipeline.config import Config
 from pipeline.engine import connect
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
+from pipeline.expectations import Check, key_checks
 from pipeline.ingest import ingest, register_staged_views
 from pipeline.log import Reporter
 from pipeline.registry import PREVIOUS, Stage
 from pipeline.warehouse import (
     MANIFEST_TABLE,
     SHARED_TABLES,
+    commit,
     partition_path,
-    publish,
     published_dates,
     refresh_catalog,
+    write_beside,
 )
 from transforms.staging import literal, quote
 
@@ -133,12 +136,7 @@ def run_stages(
                 )
             result.seconds = round(time.perf_counter() - clock, 3)
             _report_stage(reporter, result)
-        for stage in stages:
-            for table, temp in outputs.get(stage.name, {}).items():
-                part = stage.name if table in SHARED_TABLES else "data"
-                path = publish(con, config.paths.warehouse, table, temp, as_of, run_id, part)
-                if table == stage.output:
-                    results[stage.name].output = str(path)
+        _publish(con, config, as_of, run_id, stages, outputs, results, reporter)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
         for result in results.values():
@@ -175,6 +173,102 @@ def run_stages(
         seconds=manifest.seconds,
     )
     return manifest
+
+
+def _publish(
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    as_of: date,
+    run_id: str,
+    stages: list[Stage],
+    outputs: dict[str, dict[str, str]],
+    results: dict[str, StageResult],
+    reporter: Reporter,
+) -> None:
+    """Write every output beside its partition, validate them all, then rename all or none."""
+    staged: list[tuple[Stage, str, Path, Path]] = []  # stage, table, temporary, target
+    try:
+        for stage in stages:
+            for table, temp in outputs.get(stage.name, {}).items():
+                part = stage.name if table in SHARED_TABLES else "data"
+                target = partition_path(config.paths.warehouse, table, as_of, part)
+                staged.append((stage, table, write_beside(con.table(temp), target, run_id), target))
+        if config.validation.enabled and staged:
+            _validate(config, as_of, run_id, staged, reporter)
+        for stage, table, temporary, target in staged:
+            commit(temporary, target)
+            if table == stage.output:
+                results[stage.name].output = str(target)
+    finally:
+        for _, _, temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
+
+def suite_for(config: Config, stage: Stage, table: str) -> list[Check]:
+    """The checks of one output: its key, and what the stage declares for its main table."""
+    key = stage.key if table == stage.output else dict(stage.extra_outputs)[table]
+    checks = key_checks(key)
+    if table == stage.output and stage.expectations:
+        params = getattr(config, stage.params_block) if stage.params_block else None
+        checks += stage.expectations(params)
+    return checks
+
+
+def _validate(config, as_of, run_id, staged, reporter: Reporter) -> None:
+    from pipeline.gx_gate import validate
+
+    clock = time.perf_counter()
+    names = {
+        (stage.name, table): table if table not in SHARED_TABLES else f"{table}__{stage.name}"
+        for stage, table, _, _ in staged
+    }
+    suites = {names[(s.name, t)]: suite_for(config, s, t) for s, t, _, _ in staged}
+    work = config.paths.temp / f"validate-{run_id}"
+    try:
+        checked = validate({names[(s.name, t)]: tmp for s, t, tmp, _ in staged}, suites, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    folder = config.paths.warehouse / "validations"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(
+        json.dumps({"run_id": run_id, "as_of": as_of.isoformat(), "results": checked}, indent=2)
+        + "\n"
+    )
+    failed = [r for r in checked if not r["success"]]
+    for result in failed:
+        if result["severity"] != "critical":
+            reporter.warn(f"expectation (warning): {_failure_text(result)}")
+    critical = [r for r in failed if r["severity"] == "critical"]
+    reporter.info(
+        f"  validated {len(suites)} tables, {len(checked)} expectations in "
+        f"{time.perf_counter() - clock:.1f} s: {len(critical)} failed",
+        event="validated",
+        expectations=len(checked),
+        failed=len(critical),
+    )
+    if critical:
+        raise ValidationFailed(
+            f"{len(critical)} expectation(s) failed, nothing published: "
+            + "; ".join(_failure_text(r) for r in critical[:5])
+        )
+
+
+def _failure_text(result: dict) -> str:
+    check = Check(
+        **{
+            **result["check"],
+            "columns": tuple(result["check"]["columns"]),
+            "values": tuple(result["check"]["values"]),
+        }
+    )
+    if result.get("error"):
+        return f"{result['table']}: {check.describe()} could not be checked: {result['error']}"
+    found = (
+        f"{result['unexpected_count']} rows, e.g. {result['examples']}"
+        if result.get("unexpected_count") is not None
+        else f"observed {result.get('observed_value')}"
+    )
+    return f"{result['table']}: {check.describe()} failed ({found})"
 
 
 def _report_stage(reporter: Reporter, result: StageResult) -> None:

@@ -62,6 +62,18 @@ def publish(
     return target
 
 
+def write_beside(relation: duckdb.DuckDBPyRelation, target: Path, run_id: str) -> Path:
+    """Write `relation` next to `target` under a temporary name; `commit` makes it visible."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.tmp-{run_id}")
+    relation.to_parquet(str(temporary), compression="zstd")
+    return temporary
+
+
+def commit(temporary: Path, target: Path) -> None:
+    os.replace(temporary, target)
+
+
 def published_tables(warehouse: Path) -> list[str]:
     if not warehouse.is_dir():
         return []

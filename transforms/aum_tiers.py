@@ -28,6 +28,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import AumTierParams
+from pipeline.expectations import Check, between, in_set, not_null
 
 
 def aum_tiers(
@@ -99,3 +100,15 @@ def aum_tiers(
             "private_code": params.private_banking.code,
         },
     )
+
+
+def expectations(params: AumTierParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    codes = [t.code for t in params.tiers]
+    return [
+        *not_null("aum_tier", "aum_cny", "service_tier"),
+        in_set("aum_tier", codes),
+        in_set("service_tier", [*codes, params.private_banking.code]),
+        between("aum_cny", 0),
+        between("aum_avg_cny", 0),
+    ]

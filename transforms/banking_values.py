@@ -23,6 +23,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import BankingValueParams, ChurnParams
+from pipeline.expectations import Check, between
 
 
 def banking_values(
@@ -72,3 +73,8 @@ def banking_values(
             "periods": periods,
         },
     )
+
+
+def expectations(params: BankingValueParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    return [between("annual_margin_cny", 0), between("banking_value_cny", 0)]

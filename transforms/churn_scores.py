@@ -43,6 +43,7 @@ from models.churn import calibration_table, evaluate, fit_churn_model
 from pipeline.artifacts import StageContext
 from pipeline.config import ChurnParams, CustomerFeaturesParams
 from pipeline.errors import ConfigError, InputError
+from pipeline.expectations import Check, between, in_set, not_null
 from transforms.model_fits import MODEL_FITS, fit_rows
 from transforms.snapshots import features_at, month_end_snapshots
 from transforms.staging import literal, quote
@@ -345,3 +346,12 @@ def churn_scores(
         "churn_scores": con.from_arrow(scored.to_arrow()),
         MODEL_FITS: con.from_arrow(fits.to_arrow()),
     }
+
+
+def expectations(params: ChurnParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    return [
+        *not_null("churn_probability", "churn_risk_band"),
+        between("churn_probability", 0, 1),
+        in_set("churn_risk_band", [b.code for b in params.risk_bands]),
+    ]

@@ -44,6 +44,7 @@ from models.clv import (
 from pipeline.artifacts import StageContext
 from pipeline.config import ClvParams
 from pipeline.errors import InputError
+from pipeline.expectations import Check, between
 from transforms.model_fits import MODEL_FITS, fit_rows
 from transforms.staging import literal
 
@@ -195,3 +196,12 @@ def clv_estimates(
         f"transactions, actual {actual.sum():,.0f}"
     )
     return {"clv_estimates": estimates, MODEL_FITS: con.from_arrow(fits.to_arrow())}
+
+
+def expectations(params: ClvParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    return [
+        between("p_alive", 0, 1),
+        between("expected_transactions", 0),
+        between("clv_cny", 0),
+    ]

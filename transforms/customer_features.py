@@ -62,6 +62,7 @@ from datetime import date, timedelta
 import duckdb
 
 from pipeline.config import CustomerFeaturesParams
+from pipeline.expectations import Check, between
 from transforms.sources import (
     CATEGORIES,
     CHANNELS,
@@ -485,3 +486,16 @@ def customer_features(
             "risk_min": params.risk_asset_min_level,
         },
     )
+
+
+def expectations(params: CustomerFeaturesParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    counts = [between(f"txn_count_{w}d", 0) for w in params.windows_days]
+    return [
+        *counts,
+        between("aum_cny", 0),
+        between("aum_avg_cny", 0),
+        between("risk_asset_share", 0, 1),
+        between(f"digital_share_{params.windows_days[0]}d", 0, 1),
+        between("days_since_last_txn", 0),
+    ]

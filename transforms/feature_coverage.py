@@ -20,6 +20,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import CustomerFeaturesParams
+from pipeline.expectations import Check, between
 from transforms.customer_features import FEATURE_GROUPS
 from transforms.staging import literal, quote
 
@@ -76,3 +77,8 @@ def coverage_warnings(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
             f"from {table} where is_below_minimum order by feature_group"
         ).fetchall()
     ]
+
+
+def expectations(params: CustomerFeaturesParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    return [between("coverage_share", 0, 1), between("customers_covered", 0)]

@@ -46,6 +46,7 @@ from models.propensity import fit_propensities
 from pipeline.artifacts import StageContext
 from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProductParams
 from pipeline.errors import ConfigError
+from pipeline.expectations import Check, between, not_null
 from transforms.rules import condition_sql
 from transforms.snapshots import features_at, holdings_on, month_end_snapshots
 from transforms.staging import literal, quote
@@ -362,3 +363,8 @@ def next_best_products(
         """,
         params={"as_of": as_of, "risk_free": params.risk_free_level},
     )
+
+
+def expectations(params: NextBestProductParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    return [between("rank", 1, params.top_k), between("score", 0), *not_null("product_id")]

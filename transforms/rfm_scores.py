@@ -23,6 +23,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import RfmParams
+from pipeline.expectations import Check, between, in_set
 
 
 def rfm_scores(
@@ -91,3 +92,12 @@ def rfm_scores(
         """,
         params={"as_of": as_of, "window_days": params.window_days, "codes": codes, "names": names},
     )
+
+
+def expectations(params: RfmParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    scores = [
+        between(c, 1, params.score_bins)
+        for c in ("recency_score", "frequency_score", "monetary_score")
+    ]
+    return [*scores, in_set("rfm_segment", [s.code for s in params.segments])]

@@ -33,6 +33,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import RiskProfileParams
+from pipeline.expectations import Check, between, in_set
 from transforms.sources import RISK_LEVELS
 
 
@@ -111,3 +112,15 @@ def risk_profiles(
             "latent_purchases": latent.min_risk_purchases_90d_cny,
         },
     )
+
+
+def expectations(params: RiskProfileParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    codes = [c.code for c in params.classes]
+    return [
+        in_set("questionnaire_status", ["valid", "expired", "missing"]),
+        in_set("stated_risk_class", codes),
+        in_set("behavioural_risk_class", codes),
+        between("risk_asset_share", 0, 1),
+        between("risk_score", 0, 100),
+    ]

@@ -15,8 +15,9 @@ from datetime import date
 
 import duckdb
 
-from pipeline.config import ClassRule, Condition
+from pipeline.config import ClassRule, Condition, RuleDimensionParams
 from pipeline.errors import ConfigError
+from pipeline.expectations import Check, in_set, not_null
 from transforms.staging import literal, quote
 
 _OPERATORS = (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "="))
@@ -120,3 +121,12 @@ def classify(
             "texts": [text for _, text in compiled],
         },
     )
+
+
+def rule_expectations(dimension: str):
+    """The expectations of a rule-based dimension: its value is one of the rule codes."""
+
+    def expectations(params: RuleDimensionParams) -> list[Check]:
+        return [*not_null(dimension), in_set(dimension, [r.code for r in params.rules])]
+
+    return expectations

@@ -31,6 +31,7 @@ from datetime import date
 import duckdb
 
 from pipeline.config import SegmentsParams
+from pipeline.expectations import Check, between, in_set
 from transforms.staging import literal, quote
 
 
@@ -149,3 +150,14 @@ def segments(
             "value_added": [s.value_added_services for _, s in services],
         },
     )
+
+
+def expectations(params: SegmentsParams) -> list[Check]:
+    """What the table must satisfy beyond its key; checked before it is published."""
+    return [
+        in_set(
+            "coverage_model", ["digital_self_service", "relationship_manager", "private_banker"]
+        ),
+        in_set("service_tier", list(params.service)),
+        between("churn_probability", 0, 1),
+    ]

@@ -1,0 +1,66 @@
+"""Expectations: what each published table must satisfy, declared beside the table.
+
+A transform module may define `expectations(params) -> list[Check]` for its table; every table
+also gets its key (unique, not null) from the registry. Checks are plain data, so the suite is
+cheap to build and to show; `pipeline/gx_gate.py` turns them into Great Expectations
+expectations and runs them on DuckDB. Severity: a failed "critical" check stops publishing, a
+failed "warning" is reported and the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Severity = Literal["critical", "warning"]
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: Literal["unique", "not_null", "in_set", "between", "row_count_between"]
+    columns: tuple[str, ...] = ()
+    values: tuple = ()
+    min_value: float | None = None
+    max_value: float | None = None
+    severity: Severity = "critical"
+    meta: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        target = ", ".join(self.columns) or "table"
+        if self.kind == "in_set":
+            return f"{target} in {list(self.values)}"
+        if self.kind in ("between", "row_count_between"):
+            return f"{target} between {self.min_value} and {self.max_value}"
+        return f"{target} {self.kind.replace('_', ' ')}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def unique(*columns: str) -> Check:
+    return Check("unique", columns)
+
+
+def not_null(*columns: str) -> list[Check]:
+    return [Check("not_null", (c,)) for c in columns]
+
+
+def in_set(column: str, values, severity: Severity = "critical") -> Check:
+    return Check("in_set", (column,), tuple(values), severity=severity)
+
+
+def between(
+    column: str,
+    low: float | None = None,
+    high: float | None = None,
+    severity: Severity = "critical",
+) -> Check:
+    return Check("between", (column,), min_value=low, max_value=high, severity=severity)
+
+
+def row_count_between(low: int, high: int, severity: Severity = "critical") -> Check:
+    return Check("row_count_between", min_value=low, max_value=high, severity=severity)
+
+
+def key_checks(key: tuple[str, ...]) -> list[Check]:
+    return [unique(*key), *not_null(*key)]

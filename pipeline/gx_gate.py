@@ -1,0 +1,165 @@
+"""Run expectation suites with Great Expectations on DuckDB, in a child process.
+
+`validate(tables, suites, work)` is what the runner calls: it writes a DuckDB file of views over
+the Parquet files to check, runs this module as a child process (`python -m pipeline.gx_gate
+spec.json`), and reads the results back. The child imports GX (seconds; never in the parent),
+uses an ephemeral context (a file-backed one rewrites YAML and collides between runs) and a SQL
+datasource through duckdb-engine, so every metric is computed in DuckDB, not pandas.
+
+GX has no DuckDB dialect: its SqlAlchemyExecutionEngine returns a query's result after closing
+the connection, and duckdb-engine's rows are gone by then ("list index out of range", GX issues
+#10738 and #11579). The override below buffers the rows while the connection is open.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from pipeline.errors import CustsegError
+from pipeline.expectations import Check
+from transforms.staging import literal, quote
+
+EXAMPLES = 5
+
+
+def validate(tables: dict[str, Path], suites: dict[str, list[Check]], work: Path) -> list[dict]:
+    """One result per check: table, check, severity, success, unexpected_count, examples."""
+    work.mkdir(parents=True, exist_ok=True)
+    database = work / "validate.duckdb"
+    database.unlink(missing_ok=True)
+    con = duckdb.connect(str(database))
+    try:
+        for table, path in tables.items():
+            con.execute(
+                f"create view {quote(table)} as select * from read_parquet({literal(str(path))})"
+            )
+    finally:
+        con.close()
+    spec = work / "spec.json"
+    output = work / "results.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "database": str(database),
+                "output": str(output),
+                "suites": {t: [c.as_dict() for c in checks] for t, checks in suites.items()},
+            }
+        )
+    )
+    child = subprocess.run(
+        [sys.executable, "-m", "pipeline.gx_gate", str(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GX_ANALYTICS_ENABLED": "false"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if child.returncode != 0 or not output.exists():
+        detail = [
+            line
+            for line in child.stderr.splitlines()
+            if line.strip() and "leaked" not in line and "nanobind" not in line
+        ]
+        raise CustsegError(
+            "validation could not run: " + (detail[-1] if detail else f"exit {child.returncode}")
+        )
+    return json.loads(output.read_text())
+
+
+def _gx_expectation(gx, check: dict, index: int):
+    kind, columns = check["kind"], check["columns"]
+    # GX reports results in its own order: the index in meta ties each back to its check
+    options = {"severity": check["severity"], "meta": {"check": index}}
+    if kind == "unique":
+        if len(columns) == 1:
+            return gx.expectations.ExpectColumnValuesToBeUnique(column=columns[0], **options)
+        return gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns, **options)
+    if kind == "not_null":
+        return gx.expectations.ExpectColumnValuesToNotBeNull(column=columns[0], **options)
+    if kind == "in_set":
+        return gx.expectations.ExpectColumnValuesToBeInSet(
+            column=columns[0], value_set=check["values"], **options
+        )
+    if kind == "between":
+        return gx.expectations.ExpectColumnValuesToBeBetween(
+            column=columns[0], min_value=check["min_value"], max_value=check["max_value"], **options
+        )
+    if kind == "row_count_between":
+        return gx.expectations.ExpectTableRowCountToBeBetween(
+            min_value=check["min_value"], max_value=check["max_value"], **options
+        )
+    raise ValueError(f"unknown check kind {kind}")
+
+
+def _plain(value):
+    """A JSON-friendly example value: numbers as numbers (DECIMAL included), the rest as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, numbers.Number):
+        return float(value)
+    return str(value)
+
+
+def _run(spec_path: str) -> None:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import sqlalchemy_execution_engine as engine_module
+
+    def execute_query(self, query):
+        with self.get_connection() as connection:
+            result = self._execute_query_with_recovery(connection, query)
+            return result.freeze()()  # buffered while the connection is open
+
+    engine_module.SqlAlchemyExecutionEngine.execute_query = execute_query
+
+    spec = json.loads(Path(spec_path).read_text())
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_sql(
+        name="run", connection_string=f"duckdb:///{spec['database']}"
+    )
+    results = []
+    for table, checks in spec["suites"].items():
+        batch = (
+            source.add_table_asset(name=table, table_name=table)
+            .add_batch_definition_whole_table("whole")
+            .get_batch()
+        )
+        suite = gx.ExpectationSuite(name=table)
+        for index, check in enumerate(checks):
+            suite.add_expectation(_gx_expectation(gx, check, index))
+        outcome = batch.validate(suite, result_format={"result_format": "SUMMARY"})
+        for result in outcome.results:
+            check = checks[result.expectation_config.meta["check"]]
+            raised = (result.exception_info or {}).get("raised_exception", False)
+            details = result.result or {}
+            results.append(
+                {
+                    "table": table,
+                    "check": check,
+                    "expectation": result.expectation_config.type,
+                    "severity": check["severity"],
+                    "success": bool(result.success) and not raised,
+                    "error": (result.exception_info or {}).get("exception_message")
+                    if raised
+                    else None,
+                    "unexpected_count": details.get("unexpected_count"),
+                    "observed_value": details.get("observed_value"),
+                    "examples": [
+                        _plain(v) for v in (details.get("partial_unexpected_list") or [])[:EXAMPLES]
+                    ],
+                }
+            )
+    Path(spec["output"]).write_text(json.dumps(results, default=str))
+
+
+if __name__ == "__main__":
+    _run(sys.argv[1])
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: duckdb-engine objects GX keeps alive

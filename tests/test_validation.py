@@ -1,0 +1,118 @@
+"""The publish gate: Great Expectations on DuckDB checks every output before it is visible.
+Broken tables (a duplicate key, an unknown tier, a probability of 1.5) fail with the
+validation exit code, name the table, expectation and offending values, and publish nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import duckdb
+import pytest
+
+from pipeline.errors import EXIT_VALIDATION, ValidationFailed
+from pipeline.expectations import between, in_set, key_checks
+from pipeline.gx_gate import validate
+from pipeline.registry import STAGES, STAGES_BY_NAME
+from pipeline.runner import run_stages, suite_for
+from tests.conftest import quiet
+
+
+def parquet(tmp_path, name: str, sql: str):
+    path = tmp_path / f"{name}.parquet"
+    duckdb.sql(sql).to_parquet(str(path))
+    return path
+
+
+def test_each_broken_table_fails_its_expectation_with_examples(tmp_path):
+    tables = {
+        "tiers": parquet(
+            tmp_path,
+            "tiers",
+            """
+            select * from (values ('C1', 'mass'), ('C1', 'affluent'), ('C2', 'gold'),
+                                  ('C3', NULL)) t(customer_id, aum_tier)""",
+        ),
+        "scores": parquet(
+            tmp_path,
+            "scores",
+            """
+            select * from (values ('C1', 0.2), ('C2', 1.5), ('C3', 1.0)) t(customer_id, p)""",
+        ),
+    }
+    suites = {
+        "tiers": [*key_checks(("customer_id",)), in_set("aum_tier", ["mass", "affluent"])],
+        "scores": [
+            *key_checks(("customer_id",)),
+            between("p", 0, 1),
+            between("p", 0, 0.9, severity="warning"),
+        ],
+    }
+    results = validate(tables, suites, tmp_path / "work")
+    outcome = {(r["table"], r["expectation"], r["severity"]): r for r in results}
+    duplicate = outcome[("tiers", "expect_column_values_to_be_unique", "critical")]
+    assert not duplicate["success"] and duplicate["examples"] == ["C1", "C1"]
+    unknown = outcome[("tiers", "expect_column_values_to_be_in_set", "critical")]
+    assert not unknown["success"] and unknown["examples"] == ["gold"]  # null is not "unknown"
+    probability = outcome[("scores", "expect_column_values_to_be_between", "critical")]
+    assert not probability["success"] and probability["examples"] == [1.5]
+    warning = outcome[("scores", "expect_column_values_to_be_between", "warning")]
+    assert not warning["success"] and warning["unexpected_count"] == 2
+    assert outcome[("scores", "expect_column_values_to_be_unique", "critical")]["success"]
+    assert all(r["error"] is None for r in results)  # every expectation ran on DuckDB
+
+
+def test_every_stage_declares_a_suite_that_covers_its_key():
+    from pipeline.config import load_config
+    from tests.conftest import DEFAULT_CONFIG
+
+    config = load_config(DEFAULT_CONFIG, environ={})
+    for stage in STAGES[1:]:
+        checks = suite_for(config, stage, stage.output)
+        assert checks[0].kind == "unique" and checks[0].columns == stage.key, stage.name
+        if stage.name not in (
+            "segment_migrations",
+            "segment_summaries",
+            "product_rules",
+            "clusters",
+        ):
+            assert len(checks) > len(stage.key) + 1, f"{stage.name} declares no expectation"
+
+
+def test_a_failed_expectation_publishes_nothing_and_exits_4(small_bank):
+    config, _, _ = small_bank
+
+    def digests():
+        return {
+            p: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(config.paths.warehouse.glob("*/as_of=*/*.parquet"))
+        }
+
+    before = digests()
+    original = STAGES_BY_NAME["churn_scores"]
+
+    def overconfident(con, **inputs):
+        produced = original.transform(con, **inputs)
+        scores = produced["churn_scores"]
+        produced["churn_scores"] = scores.project(
+            ", ".join(f"1.5 as {c}" if c == "churn_probability" else c for c in scores.columns)
+        )
+        return produced
+
+    import inspect
+
+    overconfident.__signature__ = inspect.signature(original.transform)
+    stages = [
+        STAGES_BY_NAME["customer_features"],
+        dataclasses.replace(original, transform=overconfident),
+    ]
+    with pytest.raises(ValidationFailed) as caught:
+        run_stages(config, config.generate.end_on, stages, quiet())
+    message = str(caught.value)
+    assert caught.value.exit_code == EXIT_VALIDATION
+    assert "churn_scores: churn_probability between 0 and 1 failed" in message
+    assert "[1.5" in message and "nothing published" in message
+    assert digests() == before  # yesterday's tables are still what readers see
+    assert not list(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
+    reports = sorted((config.paths.warehouse / "validations").glob("*.json"))
+    assert reports  # the failing run's results are kept for the post-mortem
