@@ -234,6 +234,32 @@ def stages(
         typer.echo(f"    config   {stage.params_block or '-'}")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  custseg validate --as-of 2026-11-03\n\n"
+        "  custseg validate --as-of latest --log-format json"
+    )
+)
+def validate(
+    as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD, or 'latest' extract date")],
+    config_path: ConfigOption = None,
+    log_format: LogFormatOption = "human",
+) -> None:
+    """Run the expectation suites on the tables published for a date (exit 4 on a failure).
+
+    The same suites gate every `custseg run` before it publishes; this runs them alone, e.g.
+    after a table was replaced by hand. Results go to <warehouse>/validations/.
+    """
+    from pipeline.runner import resolve_as_of, validate_published
+
+    reporter = _reporter(log_format)
+    config = _config(config_path)
+    results = validate_published(config, resolve_as_of(config, as_of), reporter)
+    tables = sorted({r["table"] for r in results})
+    reporter.info(f"  all {len(results)} expectations on {len(tables)} tables passed")
+
+
 @evaluate_app.command(
     "nbp",
     epilog=(

@@ -214,7 +214,26 @@ def suite_for(config: Config, stage: Stage, table: str) -> list[Check]:
     return checks
 
 
-def _validate(config, as_of, run_id, staged, reporter: Reporter) -> None:
+def validate_published(config: Config, as_of: date, reporter: Reporter) -> list[dict]:
+    """Run every table's suite on its published partition for `as_of` (custseg validate);
+    raise ValidationFailed when a critical expectation fails."""
+    from pipeline.registry import STAGES
+
+    staged = []
+    for stage in STAGES:
+        tables = [stage.output, *(t for t, _ in stage.extra_outputs)] if stage.output else []
+        for table in tables:
+            part = stage.name if table in SHARED_TABLES else "data"
+            path = partition_path(config.paths.warehouse, table, as_of, part)
+            if path.exists():
+                staged.append((stage, table, path, path))
+    if not staged:
+        raise UsageError(f"nothing is published for {as_of} in {config.paths.warehouse}")
+    run_id = new_run_id(as_of)
+    return _validate(config, as_of, run_id, staged, reporter)
+
+
+def _validate(config, as_of, run_id, staged, reporter: Reporter) -> list[dict]:
     from pipeline.gx_gate import validate
 
     clock = time.perf_counter()
@@ -251,6 +270,7 @@ def _validate(config, as_of, run_id, staged, reporter: Reporter) -> None:
             f"{len(critical)} expectation(s) failed, nothing published: "
             + "; ".join(_failure_text(r) for r in critical[:5])
         )
+    return checked
 
 
 def _failure_text(result: dict) -> str:

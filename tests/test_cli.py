@@ -13,7 +13,7 @@ import yaml
 from pipeline.errors import EXIT_INPUT, EXIT_USAGE
 from tests.conftest import REPO
 
-COMMANDS = ["generate", "run", "stages", "config show", "sql"]
+COMMANDS = ["generate", "run", "stages", "config show", "sql", "validate", "evaluate nbp"]
 
 
 def custseg(*args, config=None, env=None, cwd=REPO):

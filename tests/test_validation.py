@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 
 import duckdb
 import pytest
@@ -116,3 +117,37 @@ def test_a_failed_expectation_publishes_nothing_and_exits_4(small_bank):
     assert not list(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
     reports = sorted((config.paths.warehouse / "validations").glob("*.json"))
     assert reports  # the failing run's results are kept for the post-mortem
+
+
+def test_validate_command_checks_published_tables_and_exits_4(tmp_path, small_bank):
+    import shutil
+
+    from pipeline.warehouse import partition_path
+    from tests.test_cli import _config_file, custseg
+
+    bank, _, _ = small_bank
+    config = bank.model_copy(
+        update={
+            "paths": bank.paths.model_copy(
+                update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
+            )
+        }
+    )
+    shutil.copytree(bank.paths.warehouse, config.paths.warehouse)
+    config_file = _config_file(tmp_path, config)
+    day = str(bank.generate.end_on)
+    passed = custseg("validate", "--as-of", day, config=config_file)
+    assert passed.returncode == 0, passed.stderr
+    assert re.search(r"all \d+ expectations on \d+ tables passed", passed.stderr + passed.stdout)
+    tiers = partition_path(config.paths.warehouse, "aum_tiers", bank.generate.end_on)
+    duckdb.sql(
+        f"select * replace (case when customer_id = (select min(customer_id) from "
+        f"read_parquet('{tiers}')) then 'gold' else aum_tier end as aum_tier) "
+        f"from read_parquet('{tiers}')"
+    ).to_parquet(str(tmp_path / "broken.parquet"))
+    shutil.move(tmp_path / "broken.parquet", tiers)
+    failed = custseg("validate", "--as-of", day, config=config_file)
+    assert failed.returncode == EXIT_VALIDATION
+    assert "aum_tiers: aum_tier in ['mass', 'affluent', 'hnw'] failed (1 rows, e.g. ['gold'])" in (
+        failed.stderr + failed.stdout
+    )
