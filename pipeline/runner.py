@@ -28,7 +28,7 @@ from pipeline.artifacts import ArtifactStore, StageContext
 from pipeline.config import Config
 from pipeline.engine import connect
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
-from pipeline.expectations import Check, key_checks
+from pipeline.expectations import Check, in_set, key_checks, row_count_between
 from pipeline.ingest import ingest, register_staged_views
 from pipeline.log import Reporter
 from pipeline.registry import PREVIOUS, Stage
@@ -194,7 +194,12 @@ def _publish(
                 target = partition_path(config.paths.warehouse, table, as_of, part)
                 staged.append((stage, table, write_beside(con.table(temp), target, run_id), target))
         if config.validation.enabled and staged:
-            _validate(config, as_of, run_id, staged, reporter)
+            features = next(
+                (t for o in outputs.values() for n, t in o.items() if n == "customer_features"),
+                None,
+            )
+            customers = _customer_count(con, config, as_of, features)
+            _validate(config, as_of, run_id, staged, reporter, customers)
         for stage, table, temporary, target in staged:
             commit(temporary, target)
             if table == stage.output:
@@ -204,10 +209,21 @@ def _publish(
             temporary.unlink(missing_ok=True)
 
 
-def suite_for(config: Config, stage: Stage, table: str) -> list[Check]:
-    """The checks of one output: its key, and what the stage declares for its main table."""
+def suite_for(
+    config: Config,
+    stage: Stage,
+    table: str,
+    as_of: date | None = None,
+    customers: int | None = None,
+) -> list[Check]:
+    """The checks of one output: its key; the run's as-of date (freshness) and, for a table with
+    one row per customer, the customer count; and what the stage declares for its main table."""
     key = stage.key if table == stage.output else dict(stage.extra_outputs)[table]
     checks = key_checks(key)
+    if as_of is not None and "as_of" in key:
+        checks.append(in_set("as_of", [as_of.isoformat()]))
+    if customers is not None and key == ("customer_id", "as_of"):
+        checks.append(row_count_between(customers, customers))
     if table == stage.output and stage.expectations:
         params = getattr(config, stage.params_block) if stage.params_block else None
         checks += stage.expectations(params)
@@ -230,10 +246,24 @@ def validate_published(config: Config, as_of: date, reporter: Reporter) -> list[
     if not staged:
         raise UsageError(f"nothing is published for {as_of} in {config.paths.warehouse}")
     run_id = new_run_id(as_of)
-    return _validate(config, as_of, run_id, staged, reporter)
+    with duckdb.connect() as con:
+        customers = _customer_count(con, config, as_of, None)
+    return _validate(config, as_of, run_id, staged, reporter, customers)
 
 
-def _validate(config, as_of, run_id, staged, reporter: Reporter) -> list[dict]:
+def _customer_count(
+    con: duckdb.DuckDBPyConnection, config: Config, as_of: date, computed: str | None
+) -> int | None:
+    """Customers of the run: its customer_features, else the published partition, else None."""
+    if computed is None:
+        path = partition_path(config.paths.warehouse, "customer_features", as_of)
+        if not path.exists():
+            return None
+        computed = f"read_parquet({literal(str(path))})"
+    return con.execute(f"select count(*) from {computed}").fetchall()[0][0]
+
+
+def _validate(config, as_of, run_id, staged, reporter: Reporter, customers) -> list[dict]:
     from pipeline.gx_gate import validate
 
     clock = time.perf_counter()
@@ -241,7 +271,9 @@ def _validate(config, as_of, run_id, staged, reporter: Reporter) -> list[dict]:
         (stage.name, table): table if table not in SHARED_TABLES else f"{table}__{stage.name}"
         for stage, table, _, _ in staged
     }
-    suites = {names[(s.name, t)]: suite_for(config, s, t) for s, t, _, _ in staged}
+    suites = {
+        names[(s.name, t)]: suite_for(config, s, t, as_of, customers) for s, t, _, _ in staged
+    }
     work = config.paths.temp / f"validate-{run_id}"
     try:
         checked = validate({names[(s.name, t)]: tmp for s, t, tmp, _ in staged}, suites, work)

@@ -151,3 +151,37 @@ def test_validate_command_checks_published_tables_and_exits_4(tmp_path, small_ba
     assert "aum_tiers: aum_tier in ['mass', 'affluent', 'hnw'] failed (1 rows, e.g. ['gold'])" in (
         failed.stderr + failed.stdout
     )
+
+
+def test_a_missing_customer_or_a_stale_date_fails_the_suite(tmp_path, small_bank):
+    import shutil
+
+    from pipeline.runner import validate_published
+    from pipeline.warehouse import partition_path
+
+    bank, _, _ = small_bank
+    config = bank.model_copy(
+        update={
+            "paths": bank.paths.model_copy(
+                update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
+            )
+        }
+    )
+    shutil.copytree(bank.paths.warehouse, config.paths.warehouse)
+    day = bank.generate.end_on
+    segments = partition_path(config.paths.warehouse, "segments", day)
+    duckdb.sql(
+        f"select * from read_parquet('{segments}') order by customer_id offset 1"
+    ).to_parquet(str(tmp_path / "fewer.parquet"))
+    shutil.move(tmp_path / "fewer.parquet", segments)
+    rules = partition_path(config.paths.warehouse, "product_rules", day)
+    duckdb.sql(f"select * replace (as_of - 1 as as_of) from read_parquet('{rules}')").to_parquet(
+        str(tmp_path / "stale.parquet")
+    )
+    shutil.move(tmp_path / "stale.parquet", rules)
+    customers = bank.generate.customers
+    with pytest.raises(ValidationFailed) as caught:
+        validate_published(config, day, quiet())
+    message = str(caught.value)
+    assert f"segments: table between {customers} and {customers} failed (observed " in message
+    assert f"product_rules: as_of in ['{day}'] failed" in message
