@@ -119,21 +119,26 @@ def test_a_failed_expectation_publishes_nothing_and_exits_4(small_bank):
     assert reports  # the failing run's results are kept for the post-mortem
 
 
-def test_validate_command_checks_published_tables_and_exits_4(tmp_path, small_bank):
+@pytest.fixture
+def published_copy(tmp_path, small_bank):
+    """The sample bank's warehouse copied aside, to break tables in."""
+    import shutil
+
+    bank, _, _ = small_bank
+    paths = bank.paths.model_copy(
+        update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
+    )
+    shutil.copytree(bank.paths.warehouse, paths.warehouse)
+    return bank, bank.model_copy(update={"paths": paths})
+
+
+def test_validate_command_checks_published_tables_and_exits_4(tmp_path, published_copy):
     import shutil
 
     from pipeline.warehouse import partition_path
     from tests.test_cli import _config_file, custseg
 
-    bank, _, _ = small_bank
-    config = bank.model_copy(
-        update={
-            "paths": bank.paths.model_copy(
-                update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
-            )
-        }
-    )
-    shutil.copytree(bank.paths.warehouse, config.paths.warehouse)
+    bank, config = published_copy
     config_file = _config_file(tmp_path, config)
     day = str(bank.generate.end_on)
     passed = custseg("validate", "--as-of", day, config=config_file)
@@ -153,21 +158,13 @@ def test_validate_command_checks_published_tables_and_exits_4(tmp_path, small_ba
     )
 
 
-def test_a_missing_customer_or_a_stale_date_fails_the_suite(tmp_path, small_bank):
+def test_a_missing_customer_or_a_stale_date_fails_the_suite(tmp_path, published_copy):
     import shutil
 
     from pipeline.runner import validate_published
     from pipeline.warehouse import partition_path
 
-    bank, _, _ = small_bank
-    config = bank.model_copy(
-        update={
-            "paths": bank.paths.model_copy(
-                update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
-            )
-        }
-    )
-    shutil.copytree(bank.paths.warehouse, config.paths.warehouse)
+    bank, config = published_copy
     day = bank.generate.end_on
     segments = partition_path(config.paths.warehouse, "segments", day)
     duckdb.sql(
