@@ -64,3 +64,20 @@ def row_count_between(low: int, high: int, severity: Severity = "critical") -> C
 
 def key_checks(key: tuple[str, ...]) -> list[Check]:
     return [unique(*key), *not_null(*key)]
+
+
+def source_checks(source, privacy_columns: set[str]) -> list[Check]:
+    """The suite of a staged input, from its contract (transforms/sources.py): natural key,
+    required columns, accepted values and ranges. Ingest rejects rows breaking these, so a
+    failure here means the staging area was altered or the contract changed under it."""
+    checks = key_checks(source.natural_key)
+    for column in source.columns:
+        if column.name in privacy_columns:
+            continue  # dropped or replaced by a hash at ingest
+        if column.required and column.name not in source.natural_key:
+            checks += not_null(column.name)
+        if column.accepted_values:
+            checks.append(in_set(column.name, column.accepted_values))
+        if column.min_value is not None or column.max_value is not None:
+            checks.append(between(column.name, column.min_value, column.max_value))
+    return checks

@@ -29,19 +29,25 @@ from transforms.staging import literal, quote
 EXAMPLES = 5
 
 
-def validate(tables: dict[str, Path], suites: dict[str, list[Check]], work: Path) -> list[dict]:
-    """One result per check: table, check, severity, success, unexpected_count, examples."""
+def parquet_view(path: Path) -> str:
+    """SQL reading one Parquet file with its own columns (hive detection would take as_of from
+    the folder name as_of=... instead of the file)."""
+    return f"select * from read_parquet({literal(str(path))}, hive_partitioning = false)"
+
+
+def validate(
+    tables: dict[str, Path | str], suites: dict[str, list[Check]], work: Path
+) -> list[dict]:
+    """One result per check: table, check, severity, success, unexpected_count, examples.
+    A table is a Parquet file or a SQL query."""
     work.mkdir(parents=True, exist_ok=True)
     database = work / "validate.duckdb"
     database.unlink(missing_ok=True)
     con = duckdb.connect(str(database))
     try:
-        for table, path in tables.items():
-            # the file's own columns: hive detection would take as_of from the folder name
-            con.execute(
-                f"create view {quote(table)} as select * from read_parquet("
-                f"{literal(str(path))}, hive_partitioning = false)"
-            )
+        for table, source in tables.items():
+            query = parquet_view(source) if isinstance(source, Path) else source
+            con.execute(f"create view {quote(table)} as {query}")
     finally:
         con.close()
     spec = work / "spec.json"

@@ -443,17 +443,10 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def register_staged_views(
-    con: duckdb.DuckDBPyConnection, staging: Path, as_of: date, known_on: date | None = None
-) -> list[str]:
-    """Create a view `stg_<source>` per staged source as it was known on `as_of`; return the
-    sources present. Snapshots: the latest extract on or before as_of. History: every extract
-    on or before as_of, rows dated on or before it (a row delivered late, after as_of, is not
-    seen: re-running a past date gives what was known then). `known_on` (a later date) reads
-    the extracts known by then instead, still only rows dated up to as_of: the backtests'
-    view of a past date with today's corrected data."""
+def staged_view_sql(staging: Path, as_of: date, known_on: date | None = None) -> dict[str, str]:
+    """source -> the SQL of its staged view as of `as_of` (see register_staged_views)."""
     known_on = known_on or as_of
-    present = []
+    views = {}
     for name in INGEST_ORDER:
         source = SOURCES[name]
         files = sorted(
@@ -468,10 +461,23 @@ def register_staged_views(
         where = ""
         if source.business_date:
             where = f"where {quote(source.business_date)}::date <= DATE '{as_of.isoformat()}'"
-        con.execute(
-            f"create or replace temp view {source.table} as "
+        views[name] = (
             f"select * exclude (extract_on) from read_parquet({_file_list(files)}, "
             f"union_by_name = true) {where}"
         )
-        present.append(name)
-    return present
+    return views
+
+
+def register_staged_views(
+    con: duckdb.DuckDBPyConnection, staging: Path, as_of: date, known_on: date | None = None
+) -> list[str]:
+    """Create a view `stg_<source>` per staged source as it was known on `as_of`; return the
+    sources present. Snapshots: the latest extract on or before as_of. History: every extract
+    on or before as_of, rows dated on or before it (a row delivered late, after as_of, is not
+    seen: re-running a past date gives what was known then). `known_on` (a later date) reads
+    the extracts known by then instead, still only rows dated up to as_of: the backtests'
+    view of a past date with today's corrected data."""
+    views = staged_view_sql(staging, as_of, known_on)
+    for name, sql in views.items():
+        con.execute(f"create or replace temp view {SOURCES[name].table} as {sql}")
+    return list(views)

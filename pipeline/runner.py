@@ -28,8 +28,8 @@ from pipeline.artifacts import ArtifactStore, StageContext
 from pipeline.config import Config
 from pipeline.engine import connect
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
-from pipeline.expectations import Check, in_set, key_checks, row_count_between
-from pipeline.ingest import ingest, register_staged_views
+from pipeline.expectations import Check, in_set, key_checks, row_count_between, source_checks
+from pipeline.ingest import ingest, register_staged_views, staged_view_sql
 from pipeline.log import Reporter
 from pipeline.registry import PREVIOUS, Stage
 from pipeline.warehouse import (
@@ -41,6 +41,7 @@ from pipeline.warehouse import (
     refresh_catalog,
     write_beside,
 )
+from transforms.sources import SOURCES
 from transforms.staging import literal, quote
 
 
@@ -136,7 +137,7 @@ def run_stages(
                 )
             result.seconds = round(time.perf_counter() - clock, 3)
             _report_stage(reporter, result)
-        _publish(con, config, as_of, run_id, stages, outputs, results, reporter)
+        _publish(con, config, as_of, run_id, stages, outputs, results, reporter, known_on)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
         for result in results.values():
@@ -184,8 +185,10 @@ def _publish(
     outputs: dict[str, dict[str, str]],
     results: dict[str, StageResult],
     reporter: Reporter,
+    known_on: date | None = None,
 ) -> None:
-    """Write every output beside its partition, validate them all, then rename all or none."""
+    """Write every output beside its partition, validate them and the staged inputs they were
+    computed from, then rename all or none."""
     staged: list[tuple[Stage, str, Path, Path]] = []  # stage, table, temporary, target
     try:
         for stage in stages:
@@ -199,7 +202,8 @@ def _publish(
                 None,
             )
             customers = _customer_count(con, config, as_of, features)
-            _validate(config, as_of, run_id, staged, reporter, customers)
+            inputs = staged_view_sql(config.paths.staging, as_of, known_on)
+            _validate(config, as_of, run_id, staged, reporter, customers, inputs)
         for stage, table, temporary, target in staged:
             commit(temporary, target)
             if table == stage.output:
@@ -248,7 +252,8 @@ def validate_published(config: Config, as_of: date, reporter: Reporter) -> list[
     run_id = new_run_id(as_of)
     with duckdb.connect() as con:
         customers = _customer_count(con, config, as_of, None)
-    return _validate(config, as_of, run_id, staged, reporter, customers)
+    inputs = staged_view_sql(config.paths.staging, as_of)
+    return _validate(config, as_of, run_id, staged, reporter, customers, inputs)
 
 
 def _customer_count(
@@ -263,7 +268,9 @@ def _customer_count(
     return con.execute(f"select count(*) from {computed}").fetchall()[0][0]
 
 
-def _validate(config, as_of, run_id, staged, reporter: Reporter, customers) -> list[dict]:
+def _validate(
+    config, as_of, run_id, staged, reporter: Reporter, customers, inputs: dict[str, str]
+) -> list[dict]:
     from pipeline.gx_gate import validate
 
     clock = time.perf_counter()
@@ -274,9 +281,15 @@ def _validate(config, as_of, run_id, staged, reporter: Reporter, customers) -> l
     suites = {
         names[(s.name, t)]: suite_for(config, s, t, as_of, customers) for s, t, _, _ in staged
     }
+    tables: dict[str, Path | str] = {names[(s.name, t)]: tmp for s, t, tmp, _ in staged}
+    privacy = set(config.privacy.drop_columns) | set(config.privacy.pseudonymise_columns)
+    for name, sql in inputs.items():
+        source = SOURCES[name].with_extra(config.ingest.sources[name].extra_columns)
+        tables[source.table] = sql
+        suites[source.table] = source_checks(source, privacy)
     work = config.paths.temp / f"validate-{run_id}"
     try:
-        checked = validate({names[(s.name, t)]: tmp for s, t, tmp, _ in staged}, suites, work)
+        checked = validate(tables, suites, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     folder = config.paths.warehouse / "validations"
@@ -291,7 +304,8 @@ def _validate(config, as_of, run_id, staged, reporter: Reporter, customers) -> l
             reporter.warn(f"expectation (warning): {_failure_text(result)}")
     critical = [r for r in failed if r["severity"] == "critical"]
     reporter.info(
-        f"  validated {len(suites)} tables, {len(checked)} expectations in "
+        f"  validated {len(suites)} tables ({len(inputs)} staged inputs), {len(checked)} "
+        "expectations in "
         f"{time.perf_counter() - clock:.1f} s: {len(critical)} failed",
         event="validated",
         expectations=len(checked),

@@ -182,3 +182,28 @@ def test_a_missing_customer_or_a_stale_date_fails_the_suite(tmp_path, published_
     message = str(caught.value)
     assert f"segments: table between {customers} and {customers} failed (observed " in message
     assert f"product_rules: as_of in ['{day}'] failed" in message
+
+
+def test_a_corrupted_staged_input_fails_its_contract_suite(tmp_path, published_copy):
+    import shutil
+
+    from pipeline.runner import validate_published
+
+    bank, config = published_copy
+    config = config.model_copy(
+        update={"paths": config.paths.model_copy(update={"staging": tmp_path / "staging"})}
+    )
+    shutil.copytree(bank.paths.staging, config.paths.staging)
+    partition = sorted((config.paths.staging / "stg_transactions").glob("*/data.parquet"))[-1]
+    duckdb.sql(
+        f"select * replace (case when transaction_id = (select min(transaction_id) from "
+        f"read_parquet('{partition}')) then 'sideways' else direction end as direction) "
+        f"from read_parquet('{partition}', hive_partitioning = false)"
+    ).to_parquet(str(tmp_path / "corrupt.parquet"))
+    shutil.move(tmp_path / "corrupt.parquet", partition)
+    with pytest.raises(ValidationFailed) as caught:
+        validate_published(config, bank.generate.end_on, quiet())
+    assert (
+        "stg_transactions: direction in ['credit', 'debit'] failed (1 rows, e.g. ['sideways'])"
+        in (str(caught.value))
+    )
