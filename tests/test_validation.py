@@ -19,6 +19,13 @@ from pipeline.runner import run_stages, suite_for
 from tests.conftest import quiet
 
 
+def rewrite(path, sql: str) -> None:
+    """Replace a Parquet file by the result of `sql` (which may read the file itself)."""
+    temporary = path.with_name(path.name + ".rewrite")
+    duckdb.sql(sql).to_parquet(str(temporary))
+    temporary.replace(path)
+
+
 def parquet(tmp_path, name: str, sql: str):
     path = tmp_path / f"{name}.parquet"
     duckdb.sql(sql).to_parquet(str(path))
@@ -133,7 +140,6 @@ def published_copy(tmp_path, small_bank):
 
 
 def test_validate_command_checks_published_tables_and_exits_4(tmp_path, published_copy):
-    import shutil
 
     from pipeline.warehouse import partition_path
     from tests.test_cli import _config_file, custseg
@@ -145,12 +151,12 @@ def test_validate_command_checks_published_tables_and_exits_4(tmp_path, publishe
     assert passed.returncode == 0, passed.stderr
     assert re.search(r"all \d+ expectations on \d+ tables passed", passed.stderr + passed.stdout)
     tiers = partition_path(config.paths.warehouse, "aum_tiers", bank.generate.end_on)
-    duckdb.sql(
+    rewrite(
+        tiers,
         f"select * replace (case when customer_id = (select min(customer_id) from "
         f"read_parquet('{tiers}')) then 'gold' else aum_tier end as aum_tier) "
-        f"from read_parquet('{tiers}')"
-    ).to_parquet(str(tmp_path / "broken.parquet"))
-    shutil.move(tmp_path / "broken.parquet", tiers)
+        f"from read_parquet('{tiers}')",
+    )
     failed = custseg("validate", "--as-of", day, config=config_file)
     assert failed.returncode == EXIT_VALIDATION
     assert "aum_tiers: aum_tier in ['mass', 'affluent', 'hnw'] failed (1 rows, e.g. ['gold'])" in (
@@ -159,7 +165,6 @@ def test_validate_command_checks_published_tables_and_exits_4(tmp_path, publishe
 
 
 def test_a_missing_customer_or_a_stale_date_fails_the_suite(tmp_path, published_copy):
-    import shutil
 
     from pipeline.runner import validate_published
     from pipeline.warehouse import partition_path
@@ -167,15 +172,9 @@ def test_a_missing_customer_or_a_stale_date_fails_the_suite(tmp_path, published_
     bank, config = published_copy
     day = bank.generate.end_on
     segments = partition_path(config.paths.warehouse, "segments", day)
-    duckdb.sql(
-        f"select * from read_parquet('{segments}') order by customer_id offset 1"
-    ).to_parquet(str(tmp_path / "fewer.parquet"))
-    shutil.move(tmp_path / "fewer.parquet", segments)
+    rewrite(segments, f"select * from read_parquet('{segments}') order by customer_id offset 1")
     rules = partition_path(config.paths.warehouse, "product_rules", day)
-    duckdb.sql(f"select * replace (as_of - 1 as as_of) from read_parquet('{rules}')").to_parquet(
-        str(tmp_path / "stale.parquet")
-    )
-    shutil.move(tmp_path / "stale.parquet", rules)
+    rewrite(rules, f"select * replace (as_of - 1 as as_of) from read_parquet('{rules}')")
     customers = bank.generate.customers
     with pytest.raises(ValidationFailed) as caught:
         validate_published(config, day, quiet())
@@ -195,12 +194,12 @@ def test_a_corrupted_staged_input_fails_its_contract_suite(tmp_path, published_c
     )
     shutil.copytree(bank.paths.staging, config.paths.staging)
     partition = sorted((config.paths.staging / "stg_transactions").glob("*/data.parquet"))[-1]
-    duckdb.sql(
+    rewrite(
+        partition,
         f"select * replace (case when transaction_id = (select min(transaction_id) from "
         f"read_parquet('{partition}')) then 'sideways' else direction end as direction) "
-        f"from read_parquet('{partition}', hive_partitioning = false)"
-    ).to_parquet(str(tmp_path / "corrupt.parquet"))
-    shutil.move(tmp_path / "corrupt.parquet", partition)
+        f"from read_parquet('{partition}', hive_partitioning = false)",
+    )
     with pytest.raises(ValidationFailed) as caught:
         validate_published(config, bank.generate.end_on, quiet())
     assert (
