@@ -517,6 +517,10 @@ class NextBestProductParams(Block):
 
 class ValidationParams(Block):
     enabled: bool = Field(True, description="run the expectation suites before publishing")
+    # distribution checks: each value's share of these columns may move at most
+    # max_share_change (absolute) from the previous as-of; a warning, not a stop
+    stable_shares: dict[str, list[str]] = {}
+    max_share_change: float = Field(0.05, gt=0, le=1)
 
 
 class Config(Block):

@@ -17,7 +17,7 @@ Severity = Literal["critical", "warning"]
 
 @dataclass(frozen=True)
 class Check:
-    kind: Literal["unique", "not_null", "in_set", "between", "row_count_between"]
+    kind: Literal["unique", "not_null", "in_set", "between", "row_count_between", "share_stable"]
     columns: tuple[str, ...] = ()
     values: tuple = ()
     min_value: float | None = None
@@ -31,6 +31,8 @@ class Check:
             return f"{target} in {list(self.values)}"
         if self.kind in ("between", "row_count_between"):
             return f"{target} between {self.min_value} and {self.max_value}"
+        if self.kind == "share_stable":
+            return f"{target} shares within {self.max_value} of the previous run"
         return f"{target} {self.kind.replace('_', ' ')}"
 
     def as_dict(self) -> dict:
@@ -60,6 +62,18 @@ def between(
 
 def row_count_between(low: int, high: int, severity: Severity = "critical") -> Check:
     return Check("row_count_between", min_value=low, max_value=high, severity=severity)
+
+
+def share_stable(column: str, previous: dict[str, float], band: float) -> Check:
+    """Each value's share of rows within `band` (absolute) of its share in the previous run: a
+    distribution check, a warning by default (segments do move, but not by a landslide)."""
+    return Check(
+        "share_stable",
+        (column,),
+        tuple(sorted(previous.items())),
+        max_value=band,
+        severity="warning",
+    )
 
 
 def key_checks(key: tuple[str, ...]) -> list[Check]:

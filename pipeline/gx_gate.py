@@ -98,6 +98,25 @@ def _gx_expectation(gx, check: dict, index: int):
         return gx.expectations.ExpectColumnValuesToBeBetween(
             column=columns[0], min_value=check["min_value"], max_value=check["max_value"], **options
         )
+    if kind == "share_stable":
+        column = quote(columns[0])
+        previous = ", ".join(
+            f"({literal(str(v))}, {float(share)!r})" for v, share in check["values"]
+        )
+        query = f"""
+            with shares as (
+                select coalesce({column}::varchar, '(none)') as value,
+                       count(*) / sum(count(*)) over () as share
+                from {{batch}} group by all
+            ),
+            previous(value, share) as (values {previous})
+            select value, s.share, p.share as previous_share
+            from shares s full join previous p using (value)
+            where abs(coalesce(s.share, 0) - coalesce(p.share, 0)) > {float(check["max_value"])!r}
+        """
+        return gx.expectations.UnexpectedRowsExpectation(
+            unexpected_rows_query=query, description=f"{columns[0]} shares", **options
+        )
     if kind == "row_count_between":
         return gx.expectations.ExpectTableRowCountToBeBetween(
             min_value=check["min_value"], max_value=check["max_value"], **options

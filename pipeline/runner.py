@@ -28,7 +28,14 @@ from pipeline.artifacts import ArtifactStore, StageContext
 from pipeline.config import Config
 from pipeline.engine import connect
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
-from pipeline.expectations import Check, in_set, key_checks, row_count_between, source_checks
+from pipeline.expectations import (
+    Check,
+    in_set,
+    key_checks,
+    row_count_between,
+    share_stable,
+    source_checks,
+)
 from pipeline.ingest import ingest, register_staged_views, staged_view_sql
 from pipeline.log import Reporter
 from pipeline.registry import PREVIOUS, Stage
@@ -256,6 +263,25 @@ def validate_published(config: Config, as_of: date, reporter: Reporter) -> list[
     return _validate(config, as_of, run_id, staged, reporter, customers, inputs)
 
 
+def _share_checks(config: Config, table: str, columns: list[str], as_of: date) -> list[Check]:
+    """Distribution checks against the latest partition of `table` before as_of (none on a
+    first run)."""
+    earlier = [d for d in published_dates(config.paths.warehouse, table) if d < as_of]
+    if not earlier:
+        return []
+    path = partition_path(config.paths.warehouse, table, earlier[-1])
+    checks = []
+    with duckdb.connect() as con:
+        for column in columns:
+            shares = con.execute(
+                f"select coalesce({quote(column)}::varchar, '(none)'), "
+                f"count(*) / sum(count(*)) over () from read_parquet({literal(str(path))}) "
+                "group by all"
+            ).fetchall()
+            checks.append(share_stable(column, dict(shares), config.validation.max_share_change))
+    return checks
+
+
 def _customer_count(
     con: duckdb.DuckDBPyConnection, config: Config, as_of: date, computed: str | None
 ) -> int | None:
@@ -281,6 +307,9 @@ def _validate(
     suites = {
         names[(s.name, t)]: suite_for(config, s, t, as_of, customers) for s, t, _, _ in staged
     }
+    for table, columns in config.validation.stable_shares.items():
+        if table in suites:
+            suites[table] += _share_checks(config, table, columns, as_of)
     tables: dict[str, Path | str] = {names[(s.name, t)]: tmp for s, t, tmp, _ in staged}
     privacy = set(config.privacy.drop_columns) | set(config.privacy.pseudonymise_columns)
     for name, sql in inputs.items():

@@ -206,3 +206,30 @@ def test_a_corrupted_staged_input_fails_its_contract_suite(tmp_path, published_c
         "stg_transactions: direction in ['credit', 'debit'] failed (1 rows, e.g. ['sideways'])"
         in (str(caught.value))
     )
+
+
+def test_shares_that_moved_more_than_the_band_are_a_warning(tmp_path):
+    from pipeline.expectations import share_stable
+
+    tiers = parquet(
+        tmp_path,
+        "tiers",
+        """
+        select 'C' || i as customer_id, case when i % 10 = 0 then 'affluent' else 'mass' end
+               as aum_tier from range(1000) t(i)""",
+    )
+    previous = {"mass": 0.95, "affluent": 0.05}
+    results = validate(
+        {"tiers": tiers},
+        {
+            "tiers": [
+                share_stable("aum_tier", previous, 0.02),
+                share_stable("aum_tier", previous, 0.06),
+            ]
+        },
+        tmp_path / "work",
+    )
+    by_band = {r["check"]["max_value"]: r for r in results}
+    assert not by_band[0.02]["success"] and by_band[0.02]["observed_value"] == 2
+    assert by_band[0.02]["severity"] == "warning"  # reported, not a stop
+    assert by_band[0.06]["success"]
