@@ -118,6 +118,20 @@ class IngestParams(Block):
         return {name: sources.get(name, SourceOptions()) for name in SOURCES}
 
 
+def only_known(values: list[str], vocabulary, what: str) -> list[str]:
+    """`values` unchanged when each is in `vocabulary`; else a ValueError naming the strays."""
+    unknown = sorted(set(values) - set(vocabulary))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {list(vocabulary)}")
+    return values
+
+
+def _categories(categories: list[str]) -> list[str]:
+    from transforms.sources import CATEGORIES
+
+    return only_known(categories, CATEGORIES, "categories")
+
+
 def _rising_windows(windows: list[int]) -> list[int]:
     if sorted(windows) != windows or len(set(windows)) != len(windows) or windows[0] < 1:
         raise ValueError("windows must be distinct positive day counts in rising order")
@@ -154,20 +168,12 @@ class CustomerFeaturesParams(Block):
     def _known_channels(cls, channels: list[str]) -> list[str]:
         from transforms.sources import CHANNELS
 
-        unknown = sorted(set(channels) - set(CHANNELS))
-        if unknown:
-            raise ValueError(f"unknown channel(s) {unknown}; known: {list(CHANNELS)}")
-        return channels
+        return only_known(channels, CHANNELS, "channel(s)")
 
     @field_validator("salary_categories", "business_categories")
     @classmethod
     def _known_categories(cls, categories: list[str]) -> list[str]:
-        from transforms.sources import CATEGORIES
-
-        unknown = sorted(set(categories) - set(CATEGORIES))
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
-        return categories
+        return _categories(categories)
 
 
 class Condition(Block):
@@ -358,10 +364,7 @@ class SegmentsParams(Block):
     @field_validator("code_parts", "migration_dimensions")
     @classmethod
     def _known_dimensions(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - set(DIMENSION_COLUMNS))
-        if unknown:
-            raise ValueError(f"unknown dimension(s) {unknown}; known: {list(DIMENSION_COLUMNS)}")
-        return names
+        return only_known(names, DIMENSION_COLUMNS, "dimension(s)")
 
 
 class ClusterParams(Block):
@@ -396,12 +399,7 @@ class ClvParams(Block):
     @field_validator("passive_categories")
     @classmethod
     def _known_categories(cls, categories: list[str]) -> list[str]:
-        from transforms.sources import CATEGORIES
-
-        unknown = sorted(set(categories) - set(CATEGORIES))
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
-        return categories
+        return _categories(categories)
 
 
 class RiskBand(Block):
@@ -430,6 +428,11 @@ class ChurnParams(Block):
     reason_codes_for: list[str] = ["high", "medium"]
     seed: int = 42
     model: GradientBoosting = GradientBoosting()
+
+    @field_validator("passive_categories")
+    @classmethod
+    def _known_categories(cls, categories: list[str]) -> list[str]:
+        return _categories(categories)
 
     @model_validator(mode="after")
     def _consistent(self) -> ChurnParams:

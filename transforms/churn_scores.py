@@ -45,7 +45,7 @@ from pipeline.config import ChurnParams, CustomerFeaturesParams
 from pipeline.errors import ConfigError, InputError
 from pipeline.expectations import Check, between, in_set, not_null
 from transforms.model_fits import MODEL_FITS, fit_rows
-from transforms.snapshots import features_at, month_end_snapshots
+from transforms.snapshots import feature_sources, features_at, month_end_snapshots
 from transforms.staging import literal, quote
 
 
@@ -253,13 +253,9 @@ def churn_scores(
     unknown = sorted(set(params.features) - set(con.table(customer_features).columns))
     if unknown:
         raise ConfigError(f"churn_scores.features: {', '.join(unknown)} not in customer_features")
-    sources = {
-        "stg_customers": stg_customers,
-        "stg_balances": stg_balances,
-        "stg_products": stg_products,
-        "stg_events": stg_events,
-        "stg_questionnaires": stg_questionnaires,
-    }
+    sources = feature_sources(
+        stg_customers, stg_balances, stg_products, stg_events, stg_questionnaires
+    )
     settings = settings_hash(params, customer_features_params)
     artifact = context.artifacts.latest(on_or_before=as_of, config_hash=settings)
     if artifact is None or (as_of - artifact.trained_on).days >= params.retrain_every_days:

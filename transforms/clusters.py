@@ -94,7 +94,7 @@ def clusters(
     assigned = frame.select("customer_id").with_columns(
         as_of=pl.lit(as_of),
         cluster_id=pl.Series(labels, dtype=pl.Int32),
-        cluster_label=pl.Series([names[c] for c in labels], dtype=pl.String),
+        cluster_label=pl.Series(labels).replace_strict(names, return_dtype=pl.String),
         distance_to_centroid=pl.Series(distances),
     )
 

@@ -47,8 +47,8 @@ from pipeline.artifacts import StageContext
 from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProductParams
 from pipeline.errors import ConfigError
 from pipeline.expectations import Check, between, not_null
-from transforms.rules import condition_sql
-from transforms.snapshots import features_at, holdings_on, month_end_snapshots
+from transforms.rules import rule_sql
+from transforms.snapshots import feature_sources, features_at, holdings_on, month_end_snapshots
 from transforms.staging import literal, quote
 
 EXCLUSIONS = ("already_held", "tier_not_eligible", "no_valid_questionnaire", "risk_above_class")
@@ -63,10 +63,7 @@ def _signal_sql(params: NextBestProductParams, features: str, columns: set[str])
         unknown = sorted((used | named) - columns)
         if unknown:
             raise ConfigError(f"next_best_products.signals[{i}]: unknown feature(s) {unknown}")
-        condition = " or ".join(
-            "(" + " and ".join(condition_sql(c, cond)[0] for c, cond in alt.items()) + ")"
-            for alt in signal.alternatives
-        )
+        condition, _ = rule_sql(signal)  # a signal's `when` reads like a rule's
         reason = literal(signal.reason)
         for name in sorted(named):
             value = f"regexp_replace(round({quote(name)}::double, 2)::varchar, '\\.0+$', '')"
@@ -186,13 +183,9 @@ def next_best_products(
     unknown = sorted(set(params.propensity.features) - columns)
     if unknown:
         raise ConfigError(f"next_best_products.propensity.features: {unknown} not in features")
-    sources = {
-        "stg_customers": stg_customers,
-        "stg_balances": stg_balances,
-        "stg_products": stg_products,
-        "stg_events": stg_events,
-        "stg_questionnaires": stg_questionnaires,
-    }
+    sources = feature_sources(
+        stg_customers, stg_balances, stg_products, stg_events, stg_questionnaires
+    )
 
     # --- propensity: reuse the saved models between retrains ----------------------------------
     settings = _propensity_settings(params, customer_features_params)

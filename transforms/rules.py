@@ -15,7 +15,7 @@ from datetime import date
 
 import duckdb
 
-from pipeline.config import ClassRule, Condition, RuleDimensionParams
+from pipeline.config import ClassRule, Condition, DemandSignal, RuleDimensionParams
 from pipeline.errors import ConfigError
 from pipeline.expectations import Check, in_set, not_null
 from transforms.staging import literal, quote
@@ -55,8 +55,9 @@ def condition_sql(column: str, condition: Condition) -> tuple[str, str]:
     return " and ".join(parts), " and ".join(text)
 
 
-def rule_sql(rule: ClassRule) -> tuple[str, str]:
-    """(SQL condition, readable text) of a whole rule; an empty rule is always true."""
+def rule_sql(rule: ClassRule | DemandSignal) -> tuple[str, str]:
+    """(SQL condition, readable text) of a whole rule (or demand signal: anything with
+    `alternatives`); an empty one is always true."""
     alternatives = [a for a in rule.alternatives if a]
     if not alternatives:
         return "true", "otherwise"

@@ -14,6 +14,23 @@ from transforms.customer_features import customer_features
 SOURCES = ("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires")
 
 
+def feature_sources(
+    stg_customers: str | None,
+    stg_balances: str | None,
+    stg_products: str | None,
+    stg_events: str | None,
+    stg_questionnaires: str | None,
+) -> dict[str, str | None]:
+    """The optional staged inputs of customer_features, by parameter name, for features_at."""
+    return dict(
+        zip(
+            SOURCES,
+            (stg_customers, stg_balances, stg_products, stg_events, stg_questionnaires),
+            strict=True,
+        )
+    )
+
+
 def month_end_snapshots(as_of: date, horizon_days: int, count: int) -> list[date]:
     """The `count` latest month-ends whose horizon has passed by as_of, oldest first."""
     latest = as_of - timedelta(days=horizon_days)
