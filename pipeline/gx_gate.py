@@ -37,9 +37,9 @@ def parquet_view(path: Path) -> str:
 
 def validate(
     tables: dict[str, Path | str], suites: dict[str, list[Check]], work: Path
-) -> list[dict]:
-    """One result per check: table, check, severity, success, unexpected_count, examples.
-    A table is a Parquet file or a SQL query."""
+) -> tuple[list[dict], dict[str, str]]:
+    """One result per check (table, check, severity, success, unexpected_count, examples) and
+    GX's Data Docs page per table (HTML, as GX renders it). A table is a Parquet file or SQL."""
     work.mkdir(parents=True, exist_ok=True)
     database = work / "validate.duckdb"
     database.unlink(missing_ok=True)
@@ -57,6 +57,7 @@ def validate(
             {
                 "database": str(database),
                 "output": str(output),
+                "pages": str(work / "pages"),
                 "suites": {t: [c.as_dict() for c in checks] for t, checks in suites.items()},
             }
         )
@@ -77,7 +78,8 @@ def validate(
         raise CustsegError(
             "validation could not run: " + (detail[-1] if detail else f"exit {child.returncode}")
         )
-    return json.loads(output.read_text())
+    pages = {path.stem: path.read_text() for path in (work / "pages").glob("*.html")}
+    return json.loads(output.read_text()), pages
 
 
 def _gx_expectation(gx, check: dict, index: int):
@@ -137,6 +139,8 @@ def _run(spec_path: str) -> None:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.execution_engine import sqlalchemy_execution_engine as engine_module
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
 
     def execute_query(self, query):
         with self.get_connection() as connection:
@@ -151,6 +155,9 @@ def _run(spec_path: str) -> None:
     source = context.data_sources.add_sql(
         name="run", connection_string=f"duckdb:///{spec['database']}"
     )
+    pages = Path(spec["pages"])
+    pages.mkdir(parents=True, exist_ok=True)
+    renderer, view = ValidationResultsPageRenderer(), DefaultJinjaPageView()
     results = []
     for table, checks in spec["suites"].items():
         batch = (
@@ -162,6 +169,7 @@ def _run(spec_path: str) -> None:
         for index, check in enumerate(checks):
             suite.add_expectation(_gx_expectation(gx, check, index))
         outcome = batch.validate(suite, result_format={"result_format": "SUMMARY"})
+        (pages / f"{table}.html").write_text(view.render(renderer.render(outcome)))
         for result in outcome.results:
             check = checks[result.expectation_config.meta["check"]]
             raised = (result.exception_info or {}).get("raised_exception", False)

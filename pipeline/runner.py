@@ -297,6 +297,7 @@ def _customer_count(
 def _validate(
     config, as_of, run_id, staged, reporter: Reporter, customers, inputs: dict[str, str]
 ) -> list[dict]:
+    from pipeline.data_docs import publish_site
     from pipeline.gx_gate import validate
 
     clock = time.perf_counter()
@@ -318,15 +319,14 @@ def _validate(
         suites[source.table] = source_checks(source, privacy)
     work = config.paths.temp / f"validate-{run_id}"
     try:
-        checked = validate(tables, suites, work)
+        checked, pages = validate(tables, suites, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     folder = config.paths.warehouse / "validations"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{run_id}.json").write_text(
-        json.dumps({"run_id": run_id, "as_of": as_of.isoformat(), "results": checked}, indent=2)
-        + "\n"
-    )
+    document = {"run_id": run_id, "as_of": as_of.isoformat(), "results": checked}
+    (folder / f"{run_id}.json").write_text(json.dumps(document, indent=2) + "\n")
+    docs = publish_site(config.paths.warehouse / "data_docs", document, pages)
     failed = [r for r in checked if not r["success"]]
     for result in failed:
         if result["severity"] != "critical":
@@ -335,7 +335,7 @@ def _validate(
     reporter.info(
         f"  validated {len(suites)} tables ({len(inputs)} staged inputs), {len(checked)} "
         "expectations in "
-        f"{time.perf_counter() - clock:.1f} s: {len(critical)} failed",
+        f"{time.perf_counter() - clock:.1f} s: {len(critical)} failed; Data Docs: {docs}",
         event="validated",
         expectations=len(checked),
         failed=len(critical),

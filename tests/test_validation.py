@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
+import shutil
 
 import duckdb
 import pytest
@@ -56,7 +58,8 @@ def test_each_broken_table_fails_its_expectation_with_examples(tmp_path):
             between("p", 0, 0.9, severity="warning"),
         ],
     }
-    results = validate(tables, suites, tmp_path / "work")
+    results, pages = validate(tables, suites, tmp_path / "work")
+    assert set(pages) == {"tiers", "scores"}  # GX's Data Docs page per table
     outcome = {(r["table"], r["expectation"], r["severity"]): r for r in results}
     duplicate = outcome[("tiers", "expect_column_values_to_be_unique", "critical")]
     assert not duplicate["success"] and duplicate["examples"] == ["C1", "C1"]
@@ -124,6 +127,9 @@ def test_a_failed_expectation_publishes_nothing_and_exits_4(small_bank):
     assert not list(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
     reports = sorted((config.paths.warehouse / "validations").glob("*.json"))
     assert reports  # the failing run's results are kept for the post-mortem
+    failing = json.loads(reports[-1].read_text())["run_id"]
+    run_page = config.paths.warehouse / "data_docs" / "runs" / failing / "index.html"
+    assert "failed" in run_page.read_text() and "churn_probability" in run_page.read_text()
 
 
 @pytest.fixture
@@ -219,7 +225,7 @@ def test_shares_that_moved_more_than_the_band_are_a_warning(tmp_path):
                as aum_tier from range(1000) t(i)""",
     )
     previous = {"mass": 0.95, "affluent": 0.05}
-    results = validate(
+    results, _ = validate(
         {"tiers": tiers},
         {
             "tiers": [
@@ -233,3 +239,82 @@ def test_shares_that_moved_more_than_the_band_are_a_warning(tmp_path):
     assert not by_band[0.02]["success"] and by_band[0.02]["observed_value"] == 2
     assert by_band[0.02]["severity"] == "warning"  # reported, not a stop
     assert by_band[0.06]["success"]
+
+
+def _local_references(page: str) -> list[str]:
+    return [
+        ref
+        for ref in re.findall(r"""(?:src|href)="([^"#][^"]*)\"""", page)
+        if not ref.startswith(("http:", "https:", "mailto:"))
+    ]
+
+
+def test_data_docs_render_offline_with_every_asset_on_disk(small_bank):
+    """Each run's Data Docs: an index, a page per table, and nothing loaded from the network;
+    every stylesheet, script and image a page names exists under the warehouse."""
+    from pipeline.data_docs import remote_resources
+
+    config, _, manifest = small_bank
+    site = config.paths.warehouse / "data_docs"
+    run = site / "runs" / manifest.run_id
+    assert manifest.run_id in (site / "index.html").read_text()
+    pages = sorted(run.glob("*.html"))
+    tables = {p.stem for p in pages} - {"index"}
+    assert {"segments", "churn_scores", "stg_transactions", "model_fits__clusters"} <= tables
+    for page in pages:
+        text = page.read_text()
+        assert remote_resources(text) == [], page.name
+        for ref in _local_references(text):
+            target = (page.parent / ref.split("?")[0]).resolve()
+            assert target.exists(), f"{page.name} names {ref}, which is missing"
+    gx_page = (run / "segments.html").read_text()
+    assert "vendor/vega.min.js" in gx_page and "vendor/bootstrap.min.css" in gx_page
+    assert "Succeeded" in gx_page
+
+
+def test_gx_pages_name_cdns_that_the_offline_rewrite_replaces():
+    """The rewrite keeps up with GX's templates: a raw page names CDNs, the rewritten none."""
+    from pipeline.data_docs import offline_page, remote_resources
+
+    raw = """<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css"/>
+    <script src="https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js" integrity="sha384-x" crossorigin="anonymous"></script>
+    <img src="https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=1"/>
+    <link rel="shortcut icon" href="../../../static/images/favicon.ico"/>
+    <a href="https://greatexpectations.io">a link is not a resource</a>"""  # noqa: E501
+    assert len(remote_resources(raw)) == 3
+    page = offline_page(raw, "../../")
+    assert remote_resources(page) == []
+    assert '"../../static/vendor/bootstrap.min.js"' in page and "integrity" not in page
+    assert '"../../static/images/logo-long.png"' in page
+    assert '"../../static/images/favicon.ico"' in page
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+def test_data_docs_scripts_run_in_headless_chromium_with_no_network(small_bank):
+    """The page's own scripts (jQuery, Bootstrap Table) load from the vendored copies: Bootstrap
+    Table wraps each table in div.bootstrap-table only when its script ran."""
+    import subprocess
+
+    config, _, manifest = small_bank
+    page = config.paths.warehouse / "data_docs" / "runs" / manifest.run_id / "aum_tiers.html"
+    assert 'class="bootstrap-table' not in page.read_text()
+    dom = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={config.paths.temp / 'chromium'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert 'class="bootstrap-table bootstrap4"' in dom
