@@ -10,6 +10,7 @@ DEMO_CUSTOMERS ?= 20000
 DEMO_FIRST_AS_OF ?= 2026-10-31
 # a past date whose 90-day horizon has passed: next-best-product lists are scored on it
 DEMO_EVALUATE_AS_OF ?= 2026-07-31
+DEMO_BACKTEST_FROM ?= 2026-06-30
 BENCH_CUSTOMERS ?= 100000
 
 .PHONY: setup demo test lint format bench clean lock help
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv and install custseg with pinned dependencies
 
-demo: setup ## generate a sample bank, run two nightly as-of dates, print segments and migrations
+demo: setup ## generate a sample bank, run two nights, query, evaluate, backtest, write the report
 	$(BIN)/custseg generate --customers $(DEMO_CUSTOMERS) --force
 	$(BIN)/custseg run --as-of $(DEMO_FIRST_AS_OF)
 	$(BIN)/custseg run --as-of latest
@@ -35,6 +36,8 @@ demo: setup ## generate a sample bank, run two nightly as-of dates, print segmen
 	$(BIN)/custseg sql "select feature_group, round(coverage_share, 3) as coverage, is_below_minimum from feature_coverage"
 	$(BIN)/custseg sql "select customer_id, rank, product_id, round(score, 3) as score, reason_text from next_best_products where customer_id in (select customer_id from next_best_products where list_contains(sources, 'signals') limit 2) order by all"
 	$(BIN)/custseg evaluate nbp --as-of $(DEMO_EVALUATE_AS_OF)
+	$(BIN)/custseg backtest --from $(DEMO_BACKTEST_FROM) --to $(DEMO_EVALUATE_AS_OF) --step 1M
+	$(BIN)/custseg report --as-of latest
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest -q

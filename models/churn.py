@@ -124,6 +124,27 @@ def evaluate(y: np.ndarray, score: np.ndarray, probability: bool = True) -> dict
     return metrics
 
 
+def lift_table(y: np.ndarray, score: np.ndarray, bins: int = 10) -> list[dict]:
+    """Customers ranked by score, in `bins` equal groups: per group its churn rate over the
+    overall rate (lift) and the share of all churners found down to it (cumulative gains)."""
+    order = np.argsort(-score, kind="stable")
+    groups = np.array_split(y[order], bins)
+    overall, positives = y.mean(), max(int(y.sum()), 1)
+    captured, table = 0, []
+    for number, group in enumerate(groups, start=1):
+        captured += int(group.sum())
+        table.append(
+            {
+                "decile": number,
+                "examples": len(group),
+                "churn_rate": float(group.mean()) if len(group) else 0.0,
+                "lift": float(group.mean() / overall) if len(group) and overall > 0 else 0.0,
+                "cumulative_gain": captured / positives,
+            }
+        )
+    return table
+
+
 def calibration_table(y: np.ndarray, probability: np.ndarray, bins: int = 10) -> list[dict]:
     """Per bin: mean predicted probability, observed rate, examples (for the calibration plot)."""
     edges = np.linspace(0, 1, bins + 1)

@@ -144,10 +144,21 @@ def run(
     reload: Annotated[
         bool, typer.Option("--reload", help="re-ingest extracts even if unchanged")
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report/--no-report",
+            help="write the HTML run report at the end (also when the run fails)",
+        ),
+    ] = True,
     config_path: ConfigOption = None,
     log_format: LogFormatOption = "human",
 ) -> None:
-    """Run the pipeline's stages for one as-of date and publish their tables."""
+    """Run the pipeline's stages for one as-of date and publish their tables.
+
+    Every table passes its expectations before it is published; the run report is written to
+    <warehouse>/reports/report_<as-of>.html (see `custseg report`).
+    """
     from pipeline.registry import select_stages
     from pipeline.runner import resolve_as_of, run_stages
 
@@ -166,9 +177,113 @@ def run(
     if not stages:
         raise UsageError("--from comes after --to: no stage selected")
     day = resolve_as_of(config, as_of)
-    manifest = run_stages(config, day, stages, reporter, reload=reload)
+    try:
+        manifest = run_stages(config, day, stages, reporter, reload=reload)
+    except CustsegError:
+        if report:
+            _write_report(config, day, None, reporter)
+        raise
     if log_format == "human":
         _print_summary(config, manifest)
+    if report:
+        _write_report(config, day, manifest.run_id, reporter)
+
+
+def _write_report(config: Config, day: date, run_id: str | None, reporter: Reporter) -> None:
+    from pipeline.report import write_report
+
+    try:
+        path = write_report(config, day, run_id)
+    except Exception as error:  # noqa: BLE001 - the run's outcome stands; the report is extra
+        reporter.warn(f"the run report could not be written: {error}")
+        return
+    reporter.info(f"  report: {path}", event="report_written", path=str(path))
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  custseg report --as-of 2026-11-03\n\n"
+        "  custseg report --as-of latest --output /tmp/segments.html"
+    )
+)
+def report(
+    as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD, or 'latest' extract date")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="also copy the report here", show_default=False),
+    ] = None,
+    config_path: ConfigOption = None,
+    log_format: LogFormatOption = "human",
+) -> None:
+    """Write the run report for a date: one self-contained HTML file (no network resource).
+
+    Sections: run summary, input reconciliation and rejects, validation, segment sizes and AUM,
+    migrations, cluster profiles, churn model (lift chart, calibration plot), next-best-product
+    evaluation, feature coverage, backtest. `custseg run` writes it at the end by default.
+    """
+    import shutil
+
+    from pipeline.report import write_report
+    from pipeline.runner import resolve_as_of
+
+    reporter = _reporter(log_format)
+    config = _config(config_path)
+    path = write_report(config, resolve_as_of(config, as_of))
+    if output is not None:
+        shutil.copyfile(path, output)
+        path = output
+    reporter.info(f"report written: {path}", event="report_written", path=str(path))
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  custseg backtest --from 2026-03-31 --to 2026-07-31 --step 1M\n\n"
+        "  custseg backtest --from 2026-06-30 --to 2026-08-04 --step 2W --log-format json"
+    )
+)
+def backtest(
+    start: Annotated[str, typer.Option("--from", help="first as-of date to replay, YYYY-MM-DD")],
+    stop: Annotated[str, typer.Option("--to", help="last as-of date to replay, YYYY-MM-DD")],
+    step: Annotated[
+        str, typer.Option("--step", help="<n>M months (month ends stay month ends), <n>W, <n>D")
+    ] = "1M",
+    config_path: ConfigOption = None,
+    log_format: LogFormatOption = "human",
+) -> None:
+    """Replay the pipeline over past as-of dates and score each against what happened next.
+
+    Per date: churn scores against the churn labels of the horizon after it (beside the
+    recency baseline), next-best-product lists against the products taken up (beside
+    popularity), and cluster stability against the previous date. Dates whose horizon is not
+    over by the latest staged data get no churn/NBP figures. Nothing is published; the result
+    is saved under <warehouse>/backtests/ and shown in the run report.
+    """
+    from pipeline.backtest import run_backtest
+    from pipeline.runner import resolve_as_of
+
+    reporter = _reporter(log_format)
+    config = _config(config_path)
+    result = run_backtest(
+        config, resolve_as_of(config, start), resolve_as_of(config, stop), step, reporter
+    )
+    reporter.info(
+        f"backtest of {len(result['dates'])} dates in {result['seconds']:.0f} s "
+        f"(data known on {result['known_on']}):"
+    )
+    reporter.info(
+        f"  {'as of':<11} {'churn AUC':>9} {'baseline':>9} {'NBP hit@k':>10} "
+        f"{'popularity':>10} {'ARI prev':>9}"
+    )
+    for row in result["dates"]:
+        reporter.info(
+            f"  {row['as_of']:<11} {_number(row['churn_roc_auc']):>9} "
+            f"{_number(row['churn_baseline_roc_auc']):>9} {_share(row['nbp_hit_rate_at_k']):>10} "
+            f"{_share(row['nbp_baseline_hit_rate_at_k']):>10} "
+            f"{_number(row['cluster_ari_previous']):>9}"
+        )
+    reporter.info(f"  saved {result['saved_to']}")
 
 
 def _print_summary(config: Config, manifest) -> None:
@@ -307,6 +422,10 @@ def evaluate_nbp_command(
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @config_app.command("show")

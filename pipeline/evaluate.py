@@ -48,11 +48,27 @@ def latest_staged_on(staging: Path) -> date | None:
     return max(days) if days else None
 
 
-def evaluate_nbp(config: Config, as_of: date, reporter: Reporter) -> dict:
-    params = config.next_best_products
+def known_today(config: Config) -> date:
+    """The latest staged extract date: what a replay of a past date may read."""
     known_on = latest_staged_on(config.paths.staging)
     if known_on is None:
         raise UsageError("nothing is staged yet: run `custseg run --as-of latest` first")
+    return known_on
+
+
+def replay_config(config: Config, scratch: Path) -> Config:
+    """The config for replaying past dates into a scratch warehouse and model folder; replays
+    publish nothing, so their tables are not gated."""
+    paths = config.paths.model_copy(
+        update={"warehouse": scratch / "warehouse", "models": scratch / "models"}
+    )
+    validation = config.validation.model_copy(update={"enabled": False})
+    return config.model_copy(update={"paths": paths, "validation": validation})
+
+
+def evaluate_nbp(config: Config, as_of: date, reporter: Reporter) -> dict:
+    params = config.next_best_products
+    known_on = known_today(config)
     horizon_end = as_of + timedelta(days=params.horizon_days)
     if horizon_end > known_on:
         raise UsageError(
@@ -62,16 +78,13 @@ def evaluate_nbp(config: Config, as_of: date, reporter: Reporter) -> dict:
         )
     scratch = config.paths.temp / f"evaluate-nbp-{as_of}"
     shutil.rmtree(scratch, ignore_errors=True)
-    paths = config.paths.model_copy(
-        update={"warehouse": scratch / "warehouse", "models": scratch / "models"}
-    )
-    replay = config.model_copy(update={"paths": paths})
+    replay = replay_config(config, scratch)
     try:
         reporter.info(f"replaying {', '.join(REPLAYED)} for {as_of} with data known on {known_on}")
         run_stages(
             replay, as_of, [STAGES_BY_NAME[s] for s in REPLAYED], reporter, known_on=known_on
         )
-        figures = _score(replay, as_of, known_on, params.horizon_days, params.top_k)
+        figures = score_lists(replay, as_of, known_on, params.horizon_days, params.top_k)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     figures.update(
@@ -87,7 +100,7 @@ def evaluate_nbp(config: Config, as_of: date, reporter: Reporter) -> dict:
     return figures
 
 
-def _score(config: Config, as_of: date, known_on: date, horizon: int, top_k: int) -> dict:
+def score_lists(config: Config, as_of: date, known_on: date, horizon: int, top_k: int) -> dict:
     con = duckdb.connect()
     register_staged_views(con, config.paths.staging, known_on)
     for table in ("customer_features", "next_best_products", "risk_profiles", "aum_tiers"):

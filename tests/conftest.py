@@ -68,3 +68,17 @@ def small_bank(tmp_path_factory):
     manifest = run_stages(config, config.generate.end_on, list(STAGES), quiet())
     mp.undo()
     return config, result, manifest
+
+
+@pytest.fixture
+def published_copy(tmp_path, small_bank):
+    """The sample bank with its warehouse copied aside, to break tables in or to write
+    evaluations and backtests to: (the bank's config, the copy's config)."""
+    import shutil
+
+    bank, _, _ = small_bank
+    paths = bank.paths.model_copy(
+        update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
+    )
+    shutil.copytree(bank.paths.warehouse, paths.warehouse)
+    return bank, bank.model_copy(update={"paths": paths})

@@ -13,7 +13,17 @@ import yaml
 from pipeline.errors import EXIT_INPUT, EXIT_USAGE
 from tests.conftest import REPO
 
-COMMANDS = ["generate", "run", "stages", "config show", "sql", "validate", "evaluate nbp"]
+COMMANDS = [
+    "generate",
+    "run",
+    "stages",
+    "config show",
+    "sql",
+    "validate",
+    "evaluate nbp",
+    "report",
+    "backtest",
+]
 
 
 def custseg(*args, config=None, env=None, cwd=REPO):
@@ -82,6 +92,9 @@ def test_input_errors_exit_3(tmp_path, small_bank):
     result = custseg("run", "--as-of", "2026-11-03", config=_config_file(tmp_path, empty))
     assert result.returncode == EXIT_INPUT, result.stderr
     assert "no extract dated on or before 2026-11-03" in result.stderr
+    # the failed night still gets its report: the run summary names the error
+    report = (tmp_path / "warehouse" / "reports" / "report_2026-11-03.html").read_text()
+    assert "Run failed" in report and "no extract dated on or before" in report
 
 
 def test_run_one_stage_with_json_logs_for_a_scheduler(tmp_path, small_bank):
@@ -100,7 +113,9 @@ def test_run_one_stage_with_json_logs_for_a_scheduler(tmp_path, small_bank):
     records = [json.loads(line) for line in result.stderr.splitlines()]
     finished = [r for r in records if r["event"] == "stage_finished"]
     assert [(r["stage"], r["status"]) for r in finished] == [("aum_tiers", "ok")]
-    assert records[-1]["event"] == "run_finished"
+    events = [r["event"] for r in records]
+    assert events[-2:] == ["run_finished", "report_written"]  # the report comes after the run
+    assert records[-1]["path"].endswith(f"report_{config.generate.end_on}.html")
 
 
 def test_sql_queries_the_published_tables(tmp_path, small_bank):

@@ -132,19 +132,6 @@ def test_a_failed_expectation_publishes_nothing_and_exits_4(small_bank):
     assert "failed" in run_page.read_text() and "churn_probability" in run_page.read_text()
 
 
-@pytest.fixture
-def published_copy(tmp_path, small_bank):
-    """The sample bank's warehouse copied aside, to break tables in."""
-    import shutil
-
-    bank, _, _ = small_bank
-    paths = bank.paths.model_copy(
-        update={"warehouse": tmp_path / "warehouse", "temp": tmp_path / "tmp"}
-    )
-    shutil.copytree(bank.paths.warehouse, paths.warehouse)
-    return bank, bank.model_copy(update={"paths": paths})
-
-
 def test_validate_command_checks_published_tables_and_exits_4(tmp_path, published_copy):
 
     from pipeline.warehouse import partition_path

@@ -39,7 +39,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from models.churn import calibration_table, evaluate, fit_churn_model
+from models.churn import calibration_table, evaluate, fit_churn_model, lift_table
 from pipeline.artifacts import StageContext
 from pipeline.config import ChurnParams, CustomerFeaturesParams
 from pipeline.errors import ConfigError, InputError
@@ -155,7 +155,7 @@ def training_examples(
 
 
 # bump when the saved model or its metadata change shape: older artifacts are then not reused
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3
 
 
 def settings_hash(params: ChurnParams, features_params: CustomerFeaturesParams) -> str:
@@ -229,6 +229,7 @@ def _train(con, stg_transactions, sources, params, features_params, as_of, conte
         "metrics": metrics,
         "baseline_metrics": baseline,
         "calibration": calibration_table(y_test, probability),
+        "lift": {"model": lift_table(y_test, probability), "baseline": lift_table(y_test, recency)},
         "features": params.features,
     }
     version = f"{as_of.isoformat()}-{metadata['config_hash']}"
