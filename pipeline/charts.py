@@ -152,10 +152,13 @@ def line_chart(
             f'<line x1="{px(low):.1f}" y1="{py(low):.1f}" x2="{px(high):.1f}" '
             f'y2="{py(high):.1f}" stroke="#888" stroke-dasharray="4 3"/>'
         )
+    last_label = float("-inf")
     for number, label in enumerate(x_labels):
-        if x_values is None or number % max(1, len(x_labels) // 8) == 0:
+        x = px(xs[number])
+        if x - last_label >= 34:  # labels closer than that would overlap
+            last_label = x
             parts.append(
-                f'<text x="{px(xs[number]):.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
+                f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
                 f"{FONT}>{escape(str(label))}</text>"
             )
     for s, (name, vs) in enumerate(series.items()):
