@@ -1,0 +1,42 @@
+"""Correctness does not depend on the engine's resources: a run on one thread under a small
+DuckDB memory limit (so large operators spill to disk) publishes the same tables as the
+default run. Speed and memory are measured by `make bench`, never here."""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipeline.registry import STAGES
+from pipeline.runner import run_stages
+from tests.conftest import quiet
+
+
+def test_a_run_under_a_small_memory_limit_publishes_the_same_tables(tmp_path, small_bank):
+    bank, _, _ = small_bank
+    paths = bank.paths.model_copy(
+        update={
+            "staging": tmp_path / "staging",
+            "warehouse": tmp_path / "warehouse",
+            "models": tmp_path / "models",
+            "temp": tmp_path / "tmp",
+        }
+    )
+    engine = bank.engine.model_copy(update={"threads": 1, "memory_limit": "192MB"})
+    constrained = bank.model_copy(update={"paths": paths, "engine": engine})
+    run_stages(constrained, bank.generate.end_on, list(STAGES), quiet())
+
+    published = sorted(
+        p.relative_to(bank.paths.warehouse)
+        for p in bank.paths.warehouse.glob("*/as_of=*/*.parquet")
+        if p.parts[-3] != "run_manifests"
+    )
+    assert len(published) > 20
+    with duckdb.connect() as con:
+        for relative in published:
+            ours, theirs = bank.paths.warehouse / relative, paths.warehouse / relative
+            assert theirs.exists(), relative
+            differing = con.execute(
+                f"select count(*) from ((from '{ours}' except all from '{theirs}') "
+                f"union all (from '{theirs}' except all from '{ours}'))"
+            ).fetchall()[0][0]
+            assert differing == 0, f"{relative}: {differing} rows differ"
