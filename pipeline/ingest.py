@@ -343,8 +343,9 @@ def _read_raw(
     con.execute("drop table if exists rejects_table_scan; drop table if exists rejects_table")
     try:
         if file_format == "parquet":
+            # a view: the file is read once, by the classification (no copy of it in memory)
             con.execute(f"""
-                create or replace temp table raw_extract as
+                create or replace temp view raw_extract as
                 select file_row_number + 1 as source_row_number, {select}
                 from read_parquet({literal(str(path))}, file_row_number = true)
             """)
@@ -373,7 +374,7 @@ def _read_raw(
             """)
             # number accepted rows as data rows of the file: shift past the rejected lines
             con.execute("""
-                create or replace temp table raw_extract as
+                create or replace temp table raw_numbered as
                 with rejected as (
                     select line - row_number() over (order by line) as accepted_before
                     from structural_rejects
@@ -383,6 +384,7 @@ def _read_raw(
                        ) as source_row_number, r.* exclude (accepted_number)
                 from raw_rows r
             """)
+            con.execute("create or replace temp view raw_extract as select * from raw_numbered")
     except duckdb.Error as error:
         raise InputError(f"{extract.path}: cannot read the file: {_first_line(error)}") from None
     finally:

@@ -94,9 +94,14 @@ def _failures(
                 )
             )
         if column.accepted_values:
+            # list_contains, not IN: DuckDB plans a long IN list as a join against the values
             values = ", ".join(literal(v) for v in column.accepted_values)
             checks.append(
-                (column.name, f"{typed} not in ({values})", f"'value not accepted: ' || {typed}")
+                (
+                    column.name,
+                    f"{typed} is not null and not list_contains([{values}], {typed})",
+                    f"'value not accepted: ' || {typed}",
+                )
             )
         if column.min_value is not None:
             checks.append(
@@ -110,7 +115,7 @@ def _failures(
         checks.append(
             (
                 "customer_id",
-                "t_customer_id is not null and known.customer_id is null",
+                "t_customer_id is not null and not is_known_customer",
                 "'unknown customer_id: ' || t_customer_id",
             )
         )
@@ -189,60 +194,79 @@ def stage_extract(
     )
     raw_cols = ", ".join(f"{quote(c.name)} as r_{c.name}" for c in source.columns)
     typed_cols = ", ".join(f"{_typed(c, options)} as t_{c.name}" for c in source.columns)
-    first_failed = " ".join(f"when {cond} then {literal(col)}" for col, cond, _ in checks)
+    # each check's condition is evaluated once, as a flag column; the first failed one names
+    # the reject column, every failed one adds its reason
+    flags = ", ".join(
+        f"coalesce({cond}, false) as failed_{n}" for n, (_, cond, _) in enumerate(checks)
+    )
+    first_failed = " ".join(
+        f"when failed_{n} then {literal(col)}" for n, (col, _, _) in enumerate(checks)
+    )
     reasons = ", ".join(
-        f"case when {cond} then {literal(col + ': ')} || {reason} end"
-        for col, cond, reason in checks
+        f"case when failed_{n} then {literal(col + ': ')} || {reason} end"
+        for n, (col, _, reason) in enumerate(checks)
     )
     key = ", ".join(f"t_{k}" for k in source.natural_key)
-    known_join = (
-        f"left join (select distinct customer_id from {known_customers_table}) known "
-        f"on known.customer_id = t.t_customer_id"
+    known = (
+        f"left join (select distinct customer_id, true as is_known from {known_customers_table})"
+        " known on known.customer_id = t.t_customer_id"
         if known_customers_table
         else ""
     )
-    staged_join = (
-        f"left join (select distinct {', '.join(source.natural_key)}, true as is_staged "
-        f"from {other_extract_keys_table}) staged on "
-        + " and ".join(f"staged.{k} = t.t_{k}" for k in source.natural_key)
-        if other_extract_keys_table
-        else ""
-    )
-    staged_flag = "coalesce(staged.is_staged, false)" if other_extract_keys_table else "false"
+    is_known = "coalesce(known.is_known, false)" if known_customers_table else "true"
+    typed_names = ", ".join(f"t_{c.name}" for c in source.columns)
+    # one pass: type every column, find each row's first failed check and every reason; only
+    # what the outputs need is kept (typed values; the masked raw record of rejected rows)
     con.execute(f"""
         create or replace temp table {work_table} as
         with typed as (
             select source_row_number, {raw_cols}, {typed_cols}
             from {raw_table}
+        ), joined as (
+            select t.*, {is_known} as is_known_customer from typed t {known}
+        ), flagged as (
+            select *, {flags} from joined
         ), classified as (
-            select t.*,
-                   case {first_failed} end as reject_column,
-                   concat_ws('; ', {reasons}) as reject_reason,
-                   {staged_flag} as key_already_staged
-            from typed t
-            {known_join}
-            {staged_join}
+            select *, case {first_failed} end as reject_column from flagged
         )
-        select *,
-               reject_column is null
-               and (key_already_staged
-                    or row_number() over (
-                           partition by reject_column is null, {key}
-                           order by source_row_number) > 1)
-               as is_duplicate
+        select source_row_number, {typed_names}, reject_column,
+               case when reject_column is not null then concat_ws('; ', {reasons}) end
+                   as reject_reason,
+               case when reject_column is not null then {_masked_raw_record(source, privacy)}
+               end as raw_record
         from classified
     """)
+    # duplicates among the valid rows: a key staged by another extract, or not the first row
+    # of its key in this file (a window over the key and row number alone, not the wide rows)
+    staged_rows = (
+        f"""union
+            select source_row_number from {work_table} w
+            semi join (select {", ".join(source.natural_key)} from {other_extract_keys_table})
+                staged on {" and ".join(f"staged.{k} = w.t_{k}" for k in source.natural_key)}
+            where reject_column is null"""
+        if other_extract_keys_table
+        else ""
+    )
+    con.execute(f"""
+        create or replace temp table {work_table}_duplicates as
+        select source_row_number from (
+            select source_row_number,
+                   row_number() over (partition by {key} order by source_row_number) as copy
+            from {work_table} where reject_column is null
+        ) where copy > 1
+        {staged_rows}
+    """)
     counts = con.execute(f"""
-        select count(*),
-               count(*) filter (where reject_column is not null),
-               count(*) filter (where is_duplicate)
+        select count(*), count(*) filter (where reject_column is not null),
+               (select count(*) from {work_table}_duplicates)
         from {work_table}
     """).fetchall()[0]
     accepted = con.sql(f"""
         select {", ".join(_output_columns(source, privacy))},
                DATE '{extract_on.isoformat()}' as extract_on
         from {work_table}
-        where reject_column is null and not is_duplicate
+        anti join {work_table}_duplicates using (source_row_number)
+        where reject_column is null
         order by source_row_number
     """)
     rejects = con.sql(f"""
@@ -252,7 +276,7 @@ def stage_extract(
                source_row_number,
                reject_column as column_name,
                reject_reason as reason,
-               {_masked_raw_record(source, privacy)} as raw_record
+               raw_record
         from {work_table}
         where reject_column is not null
         order by source_row_number
