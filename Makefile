@@ -11,7 +11,8 @@ DEMO_FIRST_AS_OF ?= 2026-10-31
 # a past date whose 90-day horizon has passed: next-best-product lists are scored on it
 DEMO_EVALUATE_AS_OF ?= 2026-07-31
 DEMO_BACKTEST_FROM ?= 2026-06-30
-BENCH_CUSTOMERS ?= 100000
+# bank sizes benchmarked (make bench BENCH_SIZES="100000 1000000 5000000" for the full series)
+BENCH_SIZES ?= 100000 1000000
 
 .PHONY: setup demo test lint format bench clean lock help
 .DEFAULT_GOAL := help
@@ -50,8 +51,8 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup ## generate + run at $(BENCH_CUSTOMERS) customers, print rows/s and peak memory
-	$(BIN)/python tests/benchmarks/bench_pipeline.py --customers $(BENCH_CUSTOMERS)
+bench: setup ## per size in $(BENCH_SIZES): generate, initial and nightly run, 2 GiB re-run; time, rows/s, peak memory
+	$(BIN)/python tests/benchmarks/bench_pipeline.py --customers $(BENCH_SIZES) --memory-check
 
 lock: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf /tmp/custseg-lock && $(PYTHON) -m venv /tmp/custseg-lock

@@ -1,9 +1,20 @@
-"""Benchmark: generate + a full nightly run, printing time, rows/s and peak memory.
+"""Benchmark: generate, then an initial and a nightly run, per bank size; prints and saves
+time, rows/s and peak memory per phase and stage.
 
 Not a test: it prints figures and never fails on a timing. Each phase runs in a fresh child
-process so its peak resident memory (ru_maxrss of the child) is its own.
+process so its peak resident memory is its own (the child's, or its GX validation child's,
+whichever is larger). Per size:
+    generate       the sample bank, Parquet extracts by default (a backfill + 3 nightly files)
+    initial        `run --as-of <backfill date>`: ingests the backfill, trains every model
+    nightly        `run --as-of latest`: ingests the night's extracts, reuses the models -
+                   the run a scheduler starts every night
+    nightly_2gib   (--memory-check) the nightly run again, from a copy of the warehouse as the
+                   initial run left it, with DuckDB's memory_limit at 2 GiB: time, and whether
+                   every table it publishes equals the nightly run's
+    bare scan      DuckDB reading the staged transaction columns customer_features reads; the
+                   customer_features stage's time is reported as a multiple of it
 
-    python tests/benchmarks/bench_pipeline.py --customers 100000 [--format csv|parquet]
+    python tests/benchmarks/bench_pipeline.py --customers 100000 1000000 [--memory-check]
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,19 +45,21 @@ sys.argv = ["custseg", *sys.argv[1:]]
 try:
     main()
 finally:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     sys.stderr.write(json.dumps({"event": "bench_peak_rss", "kib": peak}) + "\\n")
 """
 
 
 def _phase(name: str, args: list[str], env: dict[str, str]) -> dict:
+    print(f"  {name} ...", flush=True)
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-c", _CHILD, *args], env=env, cwd=REPO, capture_output=True, text=True
     )
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
-        sys.stderr.write(completed.stderr)
+        sys.stderr.write(completed.stderr[-5000:])
         raise SystemExit(f"{name} failed with exit code {completed.returncode}")
     log = [json.loads(line) for line in completed.stderr.splitlines() if line.startswith("{")]
     peak_kib = next(r["kib"] for r in log if r["event"] == "bench_peak_rss")
@@ -105,78 +119,230 @@ def _model_lines(models: dict[str, dict[str, float]]) -> list[str]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--format", default="csv", choices=["csv", "parquet"])
-    parser.add_argument("--output", type=Path, default=REPO / "bench-results")
-    args = parser.parse_args()
+TXN_COLUMNS = ("customer_id", "transaction_at", "amount_cny", "direction", "channel", "category")
 
+
+def _bare_scan(staging: Path) -> dict:
+    """Seconds for DuckDB to read the staged transaction columns customer_features reads (best
+    of 3), and the rows read."""
+    import duckdb
+
+    files = str(staging / "stg_transactions" / "*" / "data.parquet")
+    reads = ", ".join(f"max({c})" for c in TXN_COLUMNS)
+    best, rows = float("inf"), 0
+    with duckdb.connect() as con:
+        for _ in range(3):
+            started = time.perf_counter()
+            rows = con.execute(f"select count(*), {reads} from read_parquet('{files}')").fetchone()[
+                0
+            ]
+            best = min(best, time.perf_counter() - started)
+    return {"seconds": round(best, 3), "rows": rows, "rows_per_second": round(rows / best)}
+
+
+def _tables_equal(first: Path, second: Path, as_of) -> dict:
+    """Rows that differ between two warehouses' partitions for `as_of`, per table."""
+    import duckdb
+
+    differing = {}
+    with duckdb.connect() as con:
+        for ours in sorted(first.glob(f"*/as_of={as_of}/*.parquet")):
+            relative = ours.relative_to(first)
+            theirs = second / relative
+            if relative.parts[0] == "run_manifests" or not theirs.exists():
+                continue
+            differing[str(relative)] = con.execute(
+                f"select count(*) from ((from '{ours}' except all from '{theirs}') "
+                f"union all (from '{theirs}' except all from '{ours}'))"
+            ).fetchone()[0]
+    return differing
+
+
+def _stage_rows(phase: dict) -> dict:
+    stages = [r for r in phase["log"] if r["event"] == "stage_finished"]
+    validated = next((r for r in phase["log"] if r["event"] == "validated"), None)
+    table = {
+        s["stage"]: {
+            "seconds": s["seconds"],
+            "rows": s["rows"],
+            "rows_per_second": round(s["rows"] / s["seconds"])
+            if s["rows"] and s["seconds"]
+            else None,
+        }
+        for s in stages
+    }
+    if validated:
+        table["validation"] = {"expectations": validated["expectations"]}
+    return table
+
+
+def bench_size(customers: int, file_format: str, memory_check: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="custseg-bench-") as root:
         config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
-        config["paths"] = {
-            k: str(Path(root) / k)
-            for k in ("landing", "staging", "warehouse", "ground_truth", "temp", "models")
-        }
-        config["generate"]["customers"] = args.customers
-        config["generate"]["file_format"] = args.format
+        folders = ("landing", "staging", "warehouse", "ground_truth", "temp", "models")
+        config["paths"] = {k: str(Path(root) / k) for k in folders}
+        config["generate"]["customers"] = customers
+        config["generate"]["file_format"] = file_format
         config_path = Path(root) / "bench.yaml"
         config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         env = {**os.environ, "CUSTSEG_PSEUDONYMISATION_SALT": "bench"}
         common = ["--config", str(config_path), "--log-format", "json"]
+        resolved = load_config(config_path, environ={})
+        backfill_on = resolved.generate.end_on.fromordinal(resolved.generate.end_on.toordinal() - 3)
 
+        print(f"{customers:,} customers:", flush=True)
         generate = _phase("generate", ["generate", *common], env)
         rows = next(r["rows"] for r in generate["log"] if r["event"] == "generated")
-        run = _phase("run", ["run", "--as-of", "latest", *common], env)
+        initial = _phase(
+            "initial", ["run", "--as-of", str(backfill_on), "--no-report", *common], env
+        )
+        if memory_check:  # the 2 GiB re-run starts from the same warehouse as the nightly
+            shutil.copytree(resolved.paths.warehouse, Path(root) / "warehouse_2gib")
+        nightly = _phase("nightly", ["run", "--as-of", "latest", "--no-report", *common], env)
+        scan = _bare_scan(resolved.paths.staging)
         landing_bytes = sum(p.stat().st_size for p in Path(root, "landing").rglob("*.*"))
-        resolved = load_config(config_path, environ={})
         agreement = agreement_rates(resolved, resolved.generate.end_on)
         models = _model_figures(resolved)
+        constrained = None
+        if memory_check:
+            limited = dict(config)
+            limited["paths"] = {**config["paths"], "warehouse": str(Path(root) / "warehouse_2gib")}
+            limited["engine"] = {**config["engine"], "memory_limit": "2GB"}
+            limited_path = Path(root) / "bench_2gib.yaml"
+            limited_path.write_text(yaml.safe_dump(limited, allow_unicode=True), encoding="utf-8")
+            phase = _phase(
+                "nightly_2gib",
+                [
+                    "run",
+                    "--as-of",
+                    "latest",
+                    "--no-report",
+                    "--config",
+                    str(limited_path),
+                    "--log-format",
+                    "json",
+                ],
+                env,
+            )
+            differing = _tables_equal(resolved.paths.warehouse, Path(limited["paths"]["warehouse"]))
+            constrained = {
+                "seconds": phase["seconds"],
+                "peak_rss_mib": phase["peak_rss_mib"],
+                "tables_compared": len(differing),
+                "tables_differing": {t: n for t, n in differing.items() if n},
+            }
 
     total_rows = sum(rows.values())
-    stages = [r for r in run["log"] if r["event"] == "stage_finished"]
-    report = {
-        "customers": args.customers,
-        "format": args.format,
+    nightly_stages = _stage_rows(nightly)
+    features = nightly_stages.get("customer_features", {}).get("seconds")
+    return {
+        "customers": customers,
+        "format": file_format,
         "cpu_count": os.cpu_count(),
         "rows_generated": rows,
         "landing_mib": round(landing_bytes / 2**20),
         "generate": {k: generate[k] for k in ("seconds", "peak_rss_mib")}
         | {"rows_per_second": round(total_rows / generate["seconds"])},
-        "run": {k: run[k] for k in ("seconds", "peak_rss_mib")}
-        | {"input_rows_per_second": round(total_rows / run["seconds"])},
-        "stages": {s["stage"]: {"seconds": s["seconds"], "rows": s["rows"]} for s in stages},
+        "initial": {k: initial[k] for k in ("seconds", "peak_rss_mib")}
+        | {"stages": _stage_rows(initial)},
+        "nightly": {k: nightly[k] for k in ("seconds", "peak_rss_mib")}
+        | {"stages": nightly_stages},
+        "nightly_2gib": constrained,
+        "bare_transaction_scan": scan,
+        "customer_features_vs_bare_scan": round(features / scan["seconds"], 1)
+        if features
+        else None,
         "models": models,
         "ground_truth_agreement": {
             check: {"share": round(share, 4), "customers": count}
             for check, (share, count) in agreement.items()
         },
     }
+
+
+def _print(report: dict) -> None:
     print(
-        f"custseg benchmark: {args.customers:,} customers, {args.format} extracts, "
-        f"{os.cpu_count()} cores"
+        f"custseg benchmark: {report['customers']:,} customers, {report['format']} extracts, "
+        f"{report['cpu_count']} cores"
     )
-    print(f"  extracts        {total_rows:>13,} rows  {report['landing_mib']:>6,} MiB")
-    for phase in ("generate", "run"):
+    rows = sum(report["rows_generated"].values())
+    print(f"  extracts        {rows:>13,} rows  {report['landing_mib']:>6,} MiB")
+    g = report["generate"]
+    print(
+        f"  generate        {g['seconds']:>10.1f} s  {g['rows_per_second']:>12,} rows/s  "
+        f"peak {g['peak_rss_mib']:>6,} MiB"
+    )
+    for phase in ("initial", "nightly"):
         figures = report[phase]
-        rate = figures.get("rows_per_second") or figures.get("input_rows_per_second")
         print(
-            f"  {phase:<15} {figures['seconds']:>10.1f} s  {rate:>12,} rows/s  "
-            f"peak {figures['peak_rss_mib']:>6,} MiB"
+            f"  {phase:<15} {figures['seconds']:>10.1f} s  peak {figures['peak_rss_mib']:>6,} MiB"
         )
-    for name, stage in report["stages"].items():
-        rows_text = f"{stage['rows']:,}" if stage["rows"] is not None else "-"
-        print(f"    {name:<20} {stage['seconds']:>8.2f} s  {rows_text:>13} rows out")
+        for name, stage in figures["stages"].items():
+            if "seconds" not in stage:
+                continue
+            rate = f"{stage['rows_per_second']:,}" if stage["rows_per_second"] else "-"
+            rows_text = f"{stage['rows']:,}" if stage["rows"] is not None else "-"
+            print(
+                f"    {name:<20} {stage['seconds']:>8.2f} s  {rows_text:>13} rows  "
+                f"{rate:>12} rows/s"
+            )
+    scan = report["bare_transaction_scan"]
+    print(
+        f"  bare scan of {scan['rows']:,} staged transactions: {scan['seconds']:.2f} s "
+        f"({scan['rows_per_second']:,} rows/s); customer_features = "
+        f"{report['customer_features_vs_bare_scan']}x of it"
+    )
+    constrained = report["nightly_2gib"]
+    if constrained:
+        same = "same" if not constrained["tables_differing"] else "DIFFERENT"
+        print(
+            f"  nightly at memory_limit 2GB: {constrained['seconds']:.1f} s, peak "
+            f"{constrained['peak_rss_mib']:,} MiB; {constrained['tables_compared']} tables, "
+            f"{same} rows {constrained['tables_differing'] or ''}"
+        )
     print("  models (out of time / holdout):")
-    for line in _model_lines(models):
+    for line in _model_lines(report["models"]):
         print(f"    {line}")
     print("  agreement with the generator's ground truth:")
     for check, figures in report["ground_truth_agreement"].items():
         print(f"    {figures['share']:>6.1%}  of {figures['customers']:>9,}  {check}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--format", default="parquet", choices=["csv", "parquet"])
+    parser.add_argument(
+        "--memory-check", action="store_true", help="re-run the nightly at memory_limit 2GB"
+    )
+    parser.add_argument("--output", type=Path, default=REPO / "bench-results")
+    args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    target = args.output / f"bench_{args.customers}_{args.format}.json"
-    target.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"  saved {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+    reports = []
+    for customers in args.customers:
+        report = bench_size(customers, args.format, args.memory_check)
+        reports.append(report)
+        _print(report)
+        target = args.output / f"bench_{customers}_{args.format}.json"
+        target.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"  saved {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+    if len(reports) > 1:
+        print("growth with size (nightly run):")
+        print(
+            f"  {'customers':>10} {'generate s':>11} {'initial s':>10} {'nightly s':>10} "
+            f"{'nightly MiB':>12} {'features s':>11} {'x bare scan':>12}"
+        )
+        for r in reports:
+            print(
+                f"  {r['customers']:>10,} {r['generate']['seconds']:>11.1f} "
+                f"{r['initial']['seconds']:>10.1f} {r['nightly']['seconds']:>10.1f} "
+                f"{r['nightly']['peak_rss_mib']:>12,} "
+                f"{r['nightly']['stages']['customer_features']['seconds']:>11.2f} "
+                f"{r['customer_features_vs_bare_scan']:>12}"
+            )
+        summary = args.output / f"bench_summary_{args.format}.json"
+        summary.write_text(json.dumps(reports, indent=2) + "\n")
+        print(f"  saved {summary.relative_to(REPO) if summary.is_relative_to(REPO) else summary}")
 
 
 if __name__ == "__main__":
