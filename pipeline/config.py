@@ -69,6 +69,7 @@ class GenerateParams(Block):
     file_format: Literal["csv", "parquet"] = "csv"
     gbk_sources: list[str] = ["customers"]
     chunk_customers: int = Field(100_000, ge=1_000)
+    workers: int = Field(2, ge=1, description="processes simulating chunks side by side")
 
 
 class SourceOptions(Block):

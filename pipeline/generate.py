@@ -17,10 +17,11 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -121,23 +122,30 @@ def generate_bank(
         2 * ((params.customers - 1) // params.chunk_customers + 1) + 1
     )
     write("products", products_extract(spec))  # the catalog is kept by hand and arrives clean
-    chunks = range(0, params.customers, params.chunk_customers)
-    for number, first in enumerate(chunks):
-        count = min(params.chunk_customers, params.customers - first)
-        chunk = simulate_chunk(spec, first, count, int(seeds[2 * number].generate_state(1)[0]))
-        mess_seed = int(seeds[2 * number + 1].generate_state(1)[0])
-        for offset, source in enumerate(SOURCE_ORDER):
-            if source == "products":
-                continue
-            messy, counts = add_mess(
-                source, chunk.sources[source], params.mess_rate, mess_seed + offset
-            )
-            mess_counts.append(counts.with_columns(source=pl.lit(source)))
-            write(source, messy)
-        truth_customers.append(chunk.truth_customers)
-        truth_acquisitions.append(chunk.truth_acquisitions)
-        if on_chunk:
-            on_chunk(first + count, params.customers)
+    jobs = [
+        (
+            spec,
+            first,
+            min(params.chunk_customers, params.customers - first),
+            int(seeds[2 * number].generate_state(1)[0]),
+            int(seeds[2 * number + 1].generate_state(1)[0]),
+        )
+        for number, first in enumerate(range(0, params.customers, params.chunk_customers))
+    ]
+    # chunks are simulated side by side and written in order, so the files are the same
+    # whatever the number of workers
+    with _chunk_pool(params.workers, len(jobs)) as pool:
+        results = _in_order(pool, _simulate_messy_chunk, jobs, ahead=params.workers + 1)
+        for (_, first, count, _, _), (sources, counts, customers, acquisitions) in zip(
+            jobs, results, strict=True
+        ):
+            for source, messy in sources.items():
+                write(source, messy)
+            mess_counts.extend(counts)
+            truth_customers.append(customers)
+            truth_acquisitions.append(acquisitions)
+            if on_chunk:
+                on_chunk(first + count, params.customers)
     for writer in writers.values():
         writer.close()
 
@@ -153,6 +161,70 @@ def generate_bank(
         files=sorted(w.path for w in writers.values()),
         rows_written=dict(rows),
         mess=mess,
+    )
+
+
+def _simulate_messy_chunk(job: tuple) -> tuple:
+    """One chunk, simulated and made messy (runs in a worker process): the messy frame per
+    source, the mess counts, and the chunk's ground truth."""
+    spec, first, count, chunk_seed, mess_seed = job
+    chunk = simulate_chunk(spec, first, count, chunk_seed)
+    sources, counts = {}, []
+    for offset, source in enumerate(SOURCE_ORDER):
+        if source == "products":
+            continue
+        messy, mess = add_mess(source, chunk.sources[source], spec.mess_rate, mess_seed + offset)
+        sources[source] = messy
+        counts.append(mess.with_columns(source=pl.lit(source)))
+    return sources, counts, chunk.truth_customers, chunk.truth_acquisitions
+
+
+def _in_order(pool, function, jobs: list, ahead: int):
+    """function(job) for each job, in order, with at most `ahead` results in flight or waiting
+    (memory stays bounded when the workers outpace the writer)."""
+    pending: deque = deque()
+    upcoming = iter(jobs)
+    for job in islice(upcoming, ahead):
+        pending.append(pool.submit(function, job))
+    while pending:
+        result = pending.popleft().result()
+        job = next(upcoming, None)
+        if job is not None:
+            pending.append(pool.submit(function, job))
+        yield result
+
+
+class _Later:
+    def __init__(self, function, job) -> None:
+        self.function, self.job = function, job
+
+    def result(self):
+        return self.function(self.job)
+
+
+class _InProcess:
+    """The pool interface without processes (one worker, or one chunk): each job runs when its
+    result is asked for."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+    def submit(self, function, job) -> _Later:
+        return _Later(function, job)
+
+
+def _chunk_pool(workers: int, chunks: int):
+    if workers <= 1 or chunks <= 1:
+        return _InProcess()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may hold DuckDB or polars threads
+    return ProcessPoolExecutor(
+        max_workers=min(workers, chunks), mp_context=multiprocessing.get_context("spawn")
     )
 
 
