@@ -100,3 +100,29 @@ def test_labels_name_what_sets_a_cluster_apart():
 def test_too_few_customers_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 2"):
         fit(np.ones((1, 3)))
+
+
+def test_member_means_skip_nulls_and_equal_a_group_by():
+    import numpy as np
+    import polars as pl
+
+    from transforms.clusters import _member_means
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(1_000, 2))
+    raw[::7, 1] = np.nan  # a feature missing for some customers
+    labels = rng.choice([2, 5, 9], size=1_000)
+    means = _member_means(raw, labels, [2, 5, 9, 11], ["a", "b"])
+    expected = (
+        pl.DataFrame({"cluster_id": labels, "a": raw[:, 0], "b": raw[:, 1]})
+        .with_columns(pl.col("b").fill_nan(None))
+        .group_by("cluster_id")
+        .agg(pl.len().alias("customers"), pl.col("a").mean(), pl.col("b").mean())
+        .sort("cluster_id")
+    )
+    got = means.filter(pl.col("cluster_id") != 11).sort("cluster_id")
+    assert got["customers"].to_list() == expected["customers"].to_list()
+    assert np.allclose(got["mean_a"].to_numpy(), expected["a"].to_numpy(), rtol=1e-12)
+    assert np.allclose(got["mean_b"].to_numpy(), expected["b"].to_numpy(), rtol=1e-12)
+    empty = means.filter(pl.col("cluster_id") == 11)  # a cluster nobody was assigned to
+    assert empty["customers"][0] == 0 and empty["mean_a"][0] is None
