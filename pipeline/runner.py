@@ -339,6 +339,7 @@ def _validate(
         event="validated",
         expectations=len(checked),
         failed=len(critical),
+        seconds=round(time.perf_counter() - clock, 2),
     )
     if critical:
         raise ValidationFailed(

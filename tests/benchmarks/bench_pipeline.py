@@ -172,7 +172,11 @@ def _stage_rows(phase: dict) -> dict:
         for s in stages
     }
     if validated:
-        table["validation"] = {"expectations": validated["expectations"]}
+        table["validation"] = {
+            "seconds": validated.get("seconds"),
+            "rows": validated["expectations"],  # expectations checked
+            "rows_per_second": None,
+        }
     return table
 
 
@@ -282,7 +286,7 @@ def _print(report: dict) -> None:
             f"  {phase:<15} {figures['seconds']:>10.1f} s  peak {figures['peak_rss_mib']:>6,} MiB"
         )
         for name, stage in figures["stages"].items():
-            if "seconds" not in stage:
+            if stage.get("seconds") is None:
                 continue
             rate = f"{stage['rows_per_second']:,}" if stage["rows_per_second"] else "-"
             rows_text = f"{stage['rows']:,}" if stage["rows"] is not None else "-"
