@@ -21,7 +21,7 @@ import duckdb
 
 from pipeline.config import SegmentsParams
 from pipeline.errors import ConfigError
-from transforms.staging import literal, quote
+from transforms.staging import exact_avg, literal, quote
 
 
 def summary_dimensions(params: SegmentsParams) -> list[str]:
@@ -43,7 +43,9 @@ def segment_summaries(
         raise ConfigError(
             f"segments.summary_features: {', '.join(unknown)} not in customer_features"
         )
-    means = "".join(f", avg({quote('feature_' + f)}) as {quote('mean_' + f)}" for f in features)
+    means = "".join(
+        f", {exact_avg(quote('feature_' + f))} as {quote('mean_' + f)}" for f in features
+    )
     per_dimension = " union all ".join(
         f"""select {i} as position, {literal(d)} as dimension,
                    coalesce({quote(d)}::varchar, '(none)') as segment_value,
@@ -51,7 +53,7 @@ def segment_summaries(
                    sum(aum_cny)::decimal(18, 2) as aum_total_cny,
                    round(avg(aum_cny), 2)::decimal(18, 2) as aum_mean_cny,
                    round(median(aum_cny), 2)::decimal(18, 2) as aum_median_cny,
-                   avg(churn_probability) as churn_probability_mean,
+                   {exact_avg("churn_probability")} as churn_probability_mean,
                    round(avg(clv_cny), 2)::decimal(18, 2) as clv_mean_cny
                    {means}
             from profiled

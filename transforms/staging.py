@@ -55,6 +55,13 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def exact_avg(expression: str) -> str:
+    """avg() of a floating-point expression, summed as an exact decimal: a parallel avg of
+    doubles adds in whatever order DuckDB's threads finish, which changes the last bits from
+    run to run (found by the 2 GiB bench re-run)."""
+    return f"avg(({expression})::decimal(38, 12))::double"
+
+
 def _typed(column: Column, options: ReadOptions) -> str:
     raw = f"nullif(trim({quote(column.name)}), '')"
     if column.type == "varchar":
