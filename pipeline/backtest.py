@@ -93,12 +93,14 @@ def run_backtest(config: Config, start: date, end: date, step: str, reporter: Re
     rows: list[dict] = []
     clock = time.perf_counter()
     try:
+        previous = None
         for number, as_of in enumerate(dates, start=1):
             reporter.info(
                 f"backtest {number}/{len(dates)}: replaying {as_of} (known on {known_on})"
             )
             run_stages(replay, as_of, stages, reporter, known_on=known_on)
-            rows.append(_figures(replay, as_of, known_on, dates[number - 2] if rows else None))
+            rows.append(_figures(replay, as_of, known_on, previous))
+            previous = as_of
             reporter.info("  " + _line(rows[-1]), event="backtest_date", **rows[-1])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

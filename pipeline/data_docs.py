@@ -166,11 +166,14 @@ def publish_site(site: Path, run: dict, pages: dict[str, str]) -> Path:
     for table, page in pages.items():
         (folder / f"{table}.html").write_text(offline_page(page, "../../"))
     (folder / "index.html").write_text(_run_page(run, set(pages)))
+    summary = {"run_id": run["run_id"], "as_of": run["as_of"], **validation_summary(run["results"])}
+    (folder / "summary.json").write_text(json.dumps(summary) + "\n")
     _write_index(site)
     return folder / "index.html"
 
 
-def _summary(results: list[dict]) -> dict:
+def validation_summary(results: list[dict]) -> dict:
+    """Tables, expectations, critical and warning failures, and the outcome of one run."""
     critical = sum(not r["success"] and r["severity"] == "critical" for r in results)
     warning = sum(not r["success"] and r["severity"] != "critical" for r in results)
     return {
@@ -192,7 +195,7 @@ HEAD = (
 
 def _run_page(run: dict, pages: set[str]) -> str:
     results = run["results"]
-    summary = _summary(results)
+    summary = validation_summary(results)
     rows = []
     for table in dict.fromkeys(r["table"] for r in results):
         mine = [r for r in results if r["table"] == table]
@@ -229,16 +232,14 @@ def _run_page(run: dict, pages: set[str]) -> str:
 
 
 def _write_index(site: Path) -> None:
-    warehouse = site.parent
+    """The site index from each run's summary.json (small; the results stay where they are)."""
     rows = []
-    for path in sorted((warehouse / "validations").glob("*.json"), reverse=True):
-        run = json.loads(path.read_text())
-        summary = _summary(run["results"])
-        has_page = (site / "runs" / run["run_id"] / "index.html").exists()
-        name = html.escape(run["run_id"])
-        link = f'<a href="runs/{name}/index.html">{name}</a>' if has_page else name
+    for path in sorted((site / "runs").glob("*/summary.json"), reverse=True):
+        summary = json.loads(path.read_text())
+        name = html.escape(summary["run_id"])
         rows.append(
-            f'<tr class="{summary["outcome"]}"><td>{link}</td><td>{run["as_of"]}</td>'
+            f'<tr class="{summary["outcome"]}"><td><a href="runs/{name}/index.html">{name}</a>'
+            f"</td><td>{summary['as_of']}</td>"
             f"<td>{summary['tables']}</td><td>{summary['expectations']}</td>"
             f"<td>{summary['critical']}</td><td>{summary['warning']}</td>"
             f"<td>{summary['outcome']}</td></tr>"

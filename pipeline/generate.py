@@ -19,6 +19,7 @@ import json
 import shutil
 from collections import defaultdict, deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from itertools import islice
@@ -134,8 +135,13 @@ def generate_bank(
     ]
     # chunks are simulated side by side and written in order, so the files are the same
     # whatever the number of workers
-    with _chunk_pool(params.workers, len(jobs)) as pool:
-        results = _in_order(pool, _simulate_messy_chunk, jobs, ahead=params.workers + 1)
+    pool = _chunk_pool(params.workers, len(jobs))
+    with pool or nullcontext():
+        results = (
+            _in_order(pool, _simulate_messy_chunk, jobs, ahead=params.workers + 1)
+            if pool
+            else map(_simulate_messy_chunk, jobs)  # lazy: one chunk at a time
+        )
         for (_, first, count, _, _), (sources, counts, customers, acquisitions) in zip(
             jobs, results, strict=True
         ):
@@ -194,31 +200,10 @@ def _in_order(pool, function, jobs: list, ahead: int):
         yield result
 
 
-class _Later:
-    def __init__(self, function, job) -> None:
-        self.function, self.job = function, job
-
-    def result(self):
-        return self.function(self.job)
-
-
-class _InProcess:
-    """The pool interface without processes (one worker, or one chunk): each job runs when its
-    result is asked for."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        return False
-
-    def submit(self, function, job) -> _Later:
-        return _Later(function, job)
-
-
 def _chunk_pool(workers: int, chunks: int):
+    """A process pool, or None to simulate in this process (one worker, or one chunk)."""
     if workers <= 1 or chunks <= 1:
-        return _InProcess()
+        return None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

@@ -33,7 +33,9 @@ import duckdb
 from pipeline.backtest import latest_backtest
 from pipeline.charts import grouped_bar_chart, hbar_chart, line_chart
 from pipeline.config import Config
+from pipeline.data_docs import validation_summary
 from pipeline.errors import UsageError
+from pipeline.ingest import rejects_dir
 from pipeline.warehouse import partition_path
 from transforms.staging import literal
 
@@ -192,9 +194,13 @@ def _inputs(reader: _Reader, manifest: dict | None) -> str:
         for source, t in totals.items()
     ]
     html = _table(["source", "read", "accepted", "rejected", "duplicates", "reconciles"], rows)
-    rejects = reader.config.paths.staging / "stg_rejects"
     files = [
-        str(rejects / f"source={e['source']}" / f"extract_on={e['extract_on']}" / "data.parquet")
+        str(
+            rejects_dir(
+                reader.config.paths.staging, e["source"], date.fromisoformat(e["extract_on"])
+            )
+            / "data.parquet"
+        )
         for e in ingest["detail"]["extracts"]
     ]
     files = [f for f in files if Path(f).exists()]
@@ -221,11 +227,11 @@ def _validation(config: Config, manifest: dict | None) -> str:
         return _note("This run was not validated (validation.enabled is off, or it failed first).")
     results = json.loads(path.read_text())["results"]
     failed = [r for r in results if not r["success"]]
-    tables = len({r["table"] for r in results})
+    summary = validation_summary(results)
     docs = config.paths.warehouse / "data_docs" / "runs" / manifest["run_id"] / "index.html"
     html = (
-        f"<p>{len(results)} expectations on {tables} tables; {len(failed)} failed "
-        f"({sum(r['severity'] == 'critical' for r in failed)} critical). Data Docs: "
+        f"<p>{summary['expectations']} expectations on {summary['tables']} tables; "
+        f"{len(failed)} failed ({summary['critical']} critical). Data Docs: "
         f"<code>{escape(str(docs))}</code></p>"
     )
     if failed:
