@@ -423,6 +423,9 @@ class ChurnParams(Block):
     training_snapshots: int = Field(8, ge=2, le=60)
     test_snapshots: int = Field(1, ge=1)
     retrain_every_days: int = Field(30, ge=1)
+    training_customers: int | None = Field(
+        200_000, ge=100, description="seeded sample whose features are recomputed per snapshot"
+    )
     max_training_rows: int = Field(1_000_000, ge=1_000)
     features: list[str]
     risk_bands: list[RiskBand]
@@ -504,6 +507,9 @@ class PropensityParams(Block):
     training_snapshots: int = Field(4, ge=2, le=36)
     min_acquisitions: int = Field(20, ge=1, description="fewer in training: no model")
     retrain_every_days: int = Field(30, ge=1)
+    training_customers: int | None = Field(
+        200_000, ge=100, description="seeded sample whose features are recomputed per snapshot"
+    )
     max_training_rows: int = Field(1_000_000, ge=1_000)
     seed: int = 42
     model: GradientBoosting = GradientBoosting()

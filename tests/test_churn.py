@@ -17,6 +17,7 @@ from pipeline.ingest import register_staged_views
 from pipeline.warehouse import open_catalog
 from tests.conftest import DEFAULT_CONFIG
 from transforms.churn_scores import churn_labels, snapshot_dates, training_examples
+from transforms.snapshots import feature_sources, training_sample
 
 CONFIG = load_config(DEFAULT_CONFIG, environ={})
 SNAPSHOT = date(2026, 3, 31)
@@ -253,3 +254,64 @@ def test_banking_value_is_margin_times_expected_relationship():
     assert float(value) == pytest.approx(float(margin) * periods * period, abs=0.01)
     assert rows["leaves"][2] == 0 and float(rows["leaves"][3]) == 0
     assert rows["coin"][2] == pytest.approx(period * (1 - 0.5**periods))  # sum of 0.5^k
+
+
+def test_training_sample_narrows_every_source_to_the_same_seeded_customers(small_bank):
+    """The sampled training path gives each sampled customer exactly the examples the full
+    path gives him; the sample is the same for the same seed; max_rows caps a snapshot."""
+    config, _, _ = small_bank
+    con = duckdb.connect()
+    register_staged_views(con, config.paths.staging, config.generate.end_on)
+    sources = feature_sources(
+        "stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires"
+    )
+
+    def sample(seed, customers=200):
+        return training_sample(
+            con,
+            stg_transactions="stg_transactions",
+            sources=sources,
+            customers=customers,
+            seed=seed,
+            name="sample",
+        )
+
+    def customers_in(table):
+        return {r[0] for r in con.sql(f"select distinct customer_id from {table}").fetchall()}
+
+    def examples(transactions, staged, max_rows=None):
+        return training_examples(
+            con,
+            stg_transactions=transactions,
+            sources=staged,
+            params=CONFIG.churn_scores,
+            customer_features_params=CONFIG.customer_features,
+            snapshot=date(2026, 5, 31),
+            max_rows=max_rows,
+        )
+
+    full = examples("stg_transactions", sources)
+    with sample(42) as (stg_transactions, narrowed):
+        chosen = customers_in("sample_customers")
+        assert len(chosen) == 200
+        for table in (stg_transactions, *(narrowed[s] for s in sources if s != "stg_products")):
+            seen = customers_in(table)
+            assert seen <= chosen and len(seen) > 100, table
+        assert narrowed["stg_products"] == "stg_products"
+        sampled = examples(stg_transactions, narrowed)
+    assert len(sampled) > 100
+    assert sampled.equals(full.filter(full["customer_id"].is_in(list(chosen))))
+    # the temp tables are gone after the block; the same seed picks the same customers
+    assert not con.sql("select * from duckdb_tables() where table_name like 'sample_%'").fetchall()
+    with sample(42):
+        assert customers_in("sample_customers") == chosen
+    with sample(7):
+        assert customers_in("sample_customers") != chosen
+    # at least as many customers as asked for: the inputs come back unchanged
+    with sample(42, customers=10**6) as unchanged:
+        assert unchanged == ("stg_transactions", sources)
+
+    capped = examples("stg_transactions", sources, max_rows=50)
+    assert len(capped) == 50 and capped["customer_id"].is_sorted()
+    assert capped.equals(full.filter(full["customer_id"].is_in(capped["customer_id"].to_list())))
+    assert capped.equals(examples("stg_transactions", sources, max_rows=50))

@@ -18,7 +18,9 @@ Training examples are customers who initiated something in the horizon_days befo
 
 Training (when no saved model trained within retrain_every_days under the same settings):
 month-end snapshots T whose horizon ended by as_of; customer_features recomputed at each T from
-rows dated up to T only (the stages filter every source by date, so nothing after T leaks in).
+rows dated up to T only (the stages filter every source by date, so nothing after T leaks in),
+for a seeded sample of training_customers customers, and at most max_training_rows /
+training_snapshots eligible customers per snapshot (a seeded sample beyond that).
 The oldest snapshots fit the gradient-boosted trees, the next one calibrates their
 probabilities (isotonic), the newest test_snapshots are the out-of-time test against a
 recency-only baseline. The model evaluated is the model saved and used.
@@ -45,7 +47,13 @@ from pipeline.config import ChurnParams, CustomerFeaturesParams
 from pipeline.errors import ConfigError, InputError
 from pipeline.expectations import Check, between, in_set, not_null
 from transforms.model_fits import MODEL_FITS, fit_rows
-from transforms.snapshots import feature_sources, features_at, month_end_snapshots
+from transforms.snapshots import (
+    feature_sources,
+    features_at,
+    month_end_snapshots,
+    seeded_order,
+    training_sample,
+)
 from transforms.staging import literal, quote
 
 
@@ -119,9 +127,11 @@ def training_examples(
     params: ChurnParams,
     customer_features_params: CustomerFeaturesParams,
     snapshot: date,
+    max_rows: int | None = None,
 ) -> pl.DataFrame:
     """Point-in-time features at `snapshot` and the label from the horizon after it, for the
-    eligible customers: customer_id, snapshot_on, <features>, is_churned."""
+    eligible customers: customer_id, snapshot_on, <features>, is_churned. Beyond `max_rows`
+    eligible customers, a seeded sample of them (seeded_order)."""
     table = features_at(
         con,
         stg_transactions=stg_transactions,
@@ -146,12 +156,13 @@ def training_examples(
         select f.customer_id, $snapshot::date as snapshot_on, {columns}, l.is_churned
         from {table} f join {table}_labels l using (customer_id)
         where l.is_eligible
-        order by f.customer_id
+        order by {seeded_order(params.seed, "f.customer_id")}
+        limit $max_rows
         """,
-        params={"snapshot": snapshot},
+        params={"snapshot": snapshot, "max_rows": max_rows},
     ).pl()
     con.execute(f"drop view {table}_labels; drop table {table}")
-    return frame
+    return frame.sort("customer_id")
 
 
 # bump when the saved model or its metadata change shape: older artifacts are then not reused
@@ -174,23 +185,28 @@ def settings_hash(params: ChurnParams, features_params: CustomerFeaturesParams) 
 def _train(con, stg_transactions, sources, params, features_params, as_of, context):
     snapshots = snapshot_dates(as_of, params)
     frames = []
-    for snapshot in snapshots:
-        frames.append(
-            training_examples(
-                con,
-                stg_transactions=stg_transactions,
-                sources=sources,
-                params=params,
-                customer_features_params=features_params,
-                snapshot=snapshot,
+    with training_sample(
+        con,
+        stg_transactions=stg_transactions,
+        sources=sources,
+        customers=params.training_customers,
+        seed=params.seed,
+        name="churn_sample",
+    ) as (sample_transactions, sample_sources):
+        for snapshot in snapshots:
+            frames.append(
+                training_examples(
+                    con,
+                    stg_transactions=sample_transactions,
+                    sources=sample_sources,
+                    params=params,
+                    customer_features_params=features_params,
+                    snapshot=snapshot,
+                    max_rows=params.max_training_rows // len(snapshots),
+                )
             )
-        )
-        context.info(f"    churn_scores: {snapshot} -> {len(frames[-1]):,} training examples")
+            context.info(f"    churn_scores: {snapshot} -> {len(frames[-1]):,} training examples")
     examples = pl.concat(frames)
-    if len(examples) > params.max_training_rows:
-        examples = examples.sample(params.max_training_rows, seed=params.seed).sort(
-            "snapshot_on", "customer_id"
-        )
     # oldest snapshots fit the booster, the next one calibrates it, the newest test it
     test_from = snapshots[-params.test_snapshots]
     calibration_on = snapshots[-params.test_snapshots - 1]

@@ -25,8 +25,10 @@ above risk_free_level without a valid questionnaire; a product above the custome
 max_product_risk_level. Only candidates passing all are ranked.
 
 Propensity training (every retrain_every_days, saved as an artifact): month-end snapshots
-whose horizon has passed; customer_features recomputed at each; one row per customer and
-product he did not hold then, labelled 1 when he held it by the end of the horizon.
+whose horizon has passed; customer_features recomputed at each for a seeded sample of
+propensity.training_customers customers; one row per customer and product he did not hold then,
+labelled 1 when he held it by the end of the horizon; at most max_training_rows /
+training_snapshots such rows per snapshot (a seeded sample beyond that).
 
 Checks: (customer_id, as_of, rank) unique; product never held; score > 0.
 """
@@ -48,7 +50,14 @@ from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProdu
 from pipeline.errors import ConfigError
 from pipeline.expectations import Check, between, not_null
 from transforms.rules import rule_sql
-from transforms.snapshots import feature_sources, features_at, holdings_on, month_end_snapshots
+from transforms.snapshots import (
+    feature_sources,
+    features_at,
+    holdings_on,
+    month_end_snapshots,
+    seeded_order,
+    training_sample,
+)
 from transforms.staging import literal, quote
 
 EXCLUSIONS = ("already_held", "tier_not_eligible", "no_valid_questionnaire", "risk_above_class")
@@ -100,36 +109,50 @@ def _train_propensity(con, stg_transactions, sources, params, features_params, a
     columns = ", ".join(f"f.{quote(c)}::double as {quote(c)}" for c in settings.features)
     later = f"$snapshot + {params.horizon_days}"
     frames = []
-    for snapshot in snapshots:
-        table = features_at(
-            con,
-            stg_transactions=stg_transactions,
-            sources=sources,
-            params=features_params,
-            snapshot=snapshot,
-            table=f"propensity_features_{snapshot:%Y%m%d}",
-        )
-        frames.append(
-            con.sql(
-                f"""
-            with held_then as ({holdings_on(sources["stg_balances"], "$snapshot")}),
-            held_later as ({holdings_on(sources["stg_balances"], later)}),
-            catalog as (select distinct product_id from {sources["stg_products"]})
-            select f.customer_id, c.product_id, {columns},
-                   (l.customer_id is not null)::int as acquired
-            from {table} f cross join catalog c
-            left join held_then t on t.customer_id = f.customer_id and t.product_id = c.product_id
-            left join held_later l on l.customer_id = f.customer_id and l.product_id = c.product_id
-            where t.customer_id is null
-            order by f.customer_id, c.product_id
-            """,
-                params={"snapshot": snapshot},
-            ).pl()
-        )
-        con.execute(f"drop table {table}")
+    with training_sample(
+        con,
+        stg_transactions=stg_transactions,
+        sources=sources,
+        customers=settings.training_customers,
+        seed=settings.seed,
+        name="propensity_sample",
+    ) as (sample_transactions, sample_sources):
+        for snapshot in snapshots:
+            table = features_at(
+                con,
+                stg_transactions=sample_transactions,
+                sources=sample_sources,
+                params=features_params,
+                snapshot=snapshot,
+                table=f"propensity_features_{snapshot:%Y%m%d}",
+            )
+            frames.append(
+                con.sql(
+                    f"""
+                with held_then as ({holdings_on(sample_sources["stg_balances"], "$snapshot")}),
+                held_later as ({holdings_on(sample_sources["stg_balances"], later)}),
+                catalog as (select distinct product_id from {sources["stg_products"]})
+                select f.customer_id, c.product_id, {columns},
+                       (l.customer_id is not null)::int as acquired
+                from {table} f cross join catalog c
+                left join held_then t
+                  on t.customer_id = f.customer_id and t.product_id = c.product_id
+                left join held_later l
+                  on l.customer_id = f.customer_id and l.product_id = c.product_id
+                where t.customer_id is null
+                order by {seeded_order(settings.seed, "f.customer_id", "c.product_id")}
+                limit $max_rows
+                """,
+                    params={
+                        "snapshot": snapshot,
+                        "max_rows": settings.max_training_rows // len(snapshots),
+                    },
+                )
+                .pl()
+                .sort("customer_id", "product_id")
+            )
+            con.execute(f"drop table {table}")
     examples = pl.concat(frames)
-    if len(examples) > settings.max_training_rows:
-        examples = examples.sample(settings.max_training_rows, seed=settings.seed)
     x = _matrix(examples, settings.features)
     empty = np.isnan(x).all(axis=0)
     x[:, empty] = 0.0

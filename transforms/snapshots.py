@@ -4,6 +4,8 @@ for an earlier date from today's staging sees nothing dated after that date."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import duckdb
@@ -29,6 +31,69 @@ def feature_sources(
             strict=True,
         )
     )
+
+
+def seeded_order(seed: int, *keys: str) -> str:
+    """SQL ORDER BY terms that shuffle rows by a seeded hash of `keys` (ties broken by the keys):
+    the first n rows in this order are a random sample that is the same on every run with the
+    same seed and DuckDB version."""
+    return ", ".join([f"hash({int(seed)}, {', '.join(keys)})", *keys])
+
+
+@contextmanager
+def training_sample(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    stg_transactions: str,
+    sources: dict[str, str | None],
+    customers: int | None,
+    seed: int,
+    name: str,
+) -> Iterator[tuple[str, dict[str, str | None]]]:
+    """The staged inputs narrowed to a seeded sample of `customers` customers, as temp tables
+    named after `name` that live while the `with` block runs: yields (stg_transactions,
+    sources) to pass to features_at. Every input with a customer_id keeps only the sample's
+    rows (read once here, so each snapshot reads the sample's rows only); products pass
+    through. The sample is chosen by seeded_order, so the same seed picks the same customers on
+    every run. With `customers` null, or at least the customers there are, the inputs are
+    yielded unchanged."""
+    universe = sources["stg_customers"] or stg_transactions
+    if (
+        customers is None
+        or con.execute(
+            f"select count(distinct customer_id) <= $n from {universe}", {"n": customers}
+        ).fetchone()[0]
+    ):
+        yield stg_transactions, sources
+        return
+    con.execute(
+        f"""
+        create or replace temp table {name}_customers as
+        select customer_id from (select distinct customer_id from {universe})
+        order by {seeded_order(seed, "customer_id")} limit $n
+        """,
+        {"n": customers},
+    )
+    created = [f"{name}_customers"]
+
+    def narrowed(table: str | None, source: str) -> str | None:
+        if table is None or source == "stg_products":
+            return table
+        created.append(f"{name}_{source}")
+        con.execute(
+            f"create or replace temp table {created[-1]} as "
+            f"select * from {table} semi join {name}_customers using (customer_id)"
+        )
+        return created[-1]
+
+    try:
+        yield (
+            narrowed(stg_transactions, "stg_transactions"),
+            {source: narrowed(table, source) for source, table in sources.items()},
+        )
+    finally:
+        for table in created:
+            con.execute(f"drop table if exists {table}")
 
 
 def month_end_snapshots(as_of: date, horizon_days: int, count: int) -> list[date]:
