@@ -8,6 +8,7 @@ killed run never leaves half an artifact. Models are read back only by this pipe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -17,6 +18,20 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+
+def settings_hash(artifact_format: int, *settings: Any) -> str:
+    """What a saved model depends on, as 12 hex digits: its stage's artifact format (bumped when
+    the saved object changes shape) and the settings it was trained under (pydantic blocks or
+    plain JSON values). An artifact is reused only under the same hash."""
+    payload = json.dumps(
+        [
+            artifact_format,
+            *(s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in settings),
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,14 @@ class ArtifactStore:
             and (config_hash is None or a.metadata.get("config_hash") == config_hash)
         ]
         return max(usable, key=lambda a: (a.trained_on, a.version)) if usable else None
+
+    def reusable(self, as_of: date, config_hash: str, retrain_every_days: int) -> Artifact | None:
+        """The artifact to reuse on `as_of`: the newest trained under `config_hash` fewer than
+        retrain_every_days before it; None when the model is due to be (re)trained."""
+        artifact = self.latest(on_or_before=as_of, config_hash=config_hash)
+        if artifact is None or (as_of - artifact.trained_on).days >= retrain_every_days:
+            return None
+        return artifact
 
     def save(self, version: str, model: Any, metadata: dict[str, Any]) -> Artifact:
         target = self.folder / version

@@ -394,6 +394,7 @@ class ClvParams(Block):
     calibration_days: int = Field(730, ge=60, description="history the models learn from")
     horizon_days: int = Field(365, ge=1, description="expected transactions and CLV over this")
     holdout_days: int = Field(90, ge=7, description="refit this far back to test the forecast")
+    retrain_every_days: int = Field(30, ge=1, description="runs in between reuse the fits")
     passive_categories: list[str] = ["salary", "pension", "interest", "fee"]
     min_repeat_customers: int = Field(30, ge=5)
 

@@ -191,7 +191,9 @@ def test_the_sample_bank_model_beats_the_recency_baseline_out_of_time(small_bank
     ).fetchall() == [(0,)]
 
 
-def test_the_model_is_reused_between_retrains_and_retrained_on_new_settings(tmp_path, small_bank):
+def test_models_are_reused_between_retrains_and_retrained_on_new_settings(tmp_path, small_bank):
+    """Churn and CLV: the second night scores with the first night's fits; new churn settings
+    retrain churn only."""
     from pipeline.registry import STAGES
     from pipeline.runner import run_stages
     from tests.conftest import config_for, quiet
@@ -208,6 +210,19 @@ def test_the_model_is_reused_between_retrains_and_retrained_on_new_settings(tmp_
         "group by all order by as_of"
     ).fetchall()
     assert versions[0][1] == versions[1][1] and versions[1][2] == day - timedelta(days=3)
+    clv_fits = con.sql(
+        "select as_of, trained_on, value, std_error from model_fits_history "
+        "where model = 'bg_nbd' and term in ('r', 'holdout_actual_transactions') "
+        "order by term, as_of"
+    ).fetchall()
+    assert len(clv_fits) == 4 and all(f[1] == day - timedelta(days=3) for f in clv_fits)
+    assert clv_fits[0][2:] == clv_fits[1][2:] and clv_fits[2][2:] == clv_fits[3][2:]
+    reused, fitted = con.sql(
+        "select count(*) filter (where as_of = $day), count(*) filter (where as_of < $day) "
+        "from clv_estimates_history where is_modelled",
+        params={"day": day},
+    ).fetchall()[0]
+    assert reused > 0 and fitted > 0
     changed = config.model_copy(
         update={"churn_scores": config.churn_scores.model_copy(update={"horizon_days": 60})}
     )
@@ -216,6 +231,7 @@ def test_the_model_is_reused_between_retrains_and_retrained_on_new_settings(tmp_
     assert len(artifacts) == 2 and all(
         a[:10] in (str(day - timedelta(days=3)), str(day)) for a in artifacts
     )
+    assert len(list((config.paths.models / "clv_estimates").iterdir())) == 1
 
 
 def test_banking_value_is_margin_times_expected_relationship():

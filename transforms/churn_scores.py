@@ -33,8 +33,6 @@ Checks: customer_id unique; churn_probability within 0..1; churn_risk_band in th
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import date, timedelta
 
 import duckdb
@@ -42,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from models.churn import calibration_table, evaluate, fit_churn_model, lift_table
-from pipeline.artifacts import StageContext
+from pipeline.artifacts import StageContext, settings_hash
 from pipeline.config import ChurnParams, CustomerFeaturesParams
 from pipeline.errors import ConfigError, InputError
 from pipeline.expectations import Check, between, in_set, not_null
@@ -169,19 +167,6 @@ def training_examples(
 ARTIFACT_FORMAT = 3
 
 
-def settings_hash(params: ChurnParams, features_params: CustomerFeaturesParams) -> str:
-    """What a saved model depends on: its settings, the features' settings, the format."""
-    payload = json.dumps(
-        [
-            ARTIFACT_FORMAT,
-            params.model_dump(mode="json"),
-            features_params.model_dump(mode="json"),
-        ],
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
 def _train(con, stg_transactions, sources, params, features_params, as_of, context):
     snapshots = snapshot_dates(as_of, params)
     frames = []
@@ -234,7 +219,7 @@ def _train(con, stg_transactions, sources, params, features_params, as_of, conte
     model.metrics = metrics
     metadata = {
         "trained_on": as_of.isoformat(),
-        "config_hash": settings_hash(params, features_params),
+        "config_hash": settings_hash(ARTIFACT_FORMAT, params, features_params),
         "training_from": snapshots[0].isoformat(),
         "training_to": (snapshots[-1] + timedelta(days=params.horizon_days)).isoformat(),
         "snapshots": [s.isoformat() for s in snapshots],
@@ -273,9 +258,9 @@ def churn_scores(
     sources = feature_sources(
         stg_customers, stg_balances, stg_products, stg_events, stg_questionnaires
     )
-    settings = settings_hash(params, customer_features_params)
-    artifact = context.artifacts.latest(on_or_before=as_of, config_hash=settings)
-    if artifact is None or (as_of - artifact.trained_on).days >= params.retrain_every_days:
+    settings = settings_hash(ARTIFACT_FORMAT, params, customer_features_params)
+    artifact = context.artifacts.reusable(as_of, settings, params.retrain_every_days)
+    if artifact is None:
         artifact = _train(
             con, stg_transactions, sources, params, customer_features_params, as_of, context
         )

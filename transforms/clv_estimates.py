@@ -17,10 +17,14 @@ Transactions: customer-initiated ones (categories outside passive_categories), e
 counted once with its amounts summed, in the calibration_days before as_of (inclusive). A
 customer's first transaction day in the window is his start.
 
+The fits are saved as an artifact and reused until retrain_every_days have passed (population
+parameters move slowly; nightly runs in between score today's x, t_x and T with them).
+
 Also writes model_fits rows: model bg_nbd (r, alpha, a, b with standard errors, log-likelihood,
-customers) and gamma_gamma (p, q, gamma ...), plus the holdout check: the same model fitted on
-the window ending holdout_days before as_of, its predicted transactions since then against the
-actual ones (totals, mean absolute error per customer, correlation).
+customers) and gamma_gamma (p, q, gamma ...), plus the holdout check made when they were fitted:
+BG/NBD fitted on the window ending holdout_days before, its predicted transactions since then
+against the actual ones (totals, mean absolute error per customer, correlation); trained_on
+tells the fit's date.
 
 Checks: customer_id unique; p_alive within 0..1; expected values >= 0.
 """
@@ -41,7 +45,7 @@ from models.clv import (
     fit_gamma_gamma,
     gamma_gamma_expected_value,
 )
-from pipeline.artifacts import StageContext
+from pipeline.artifacts import StageContext, settings_hash
 from pipeline.config import ClvParams
 from pipeline.errors import InputError
 from pipeline.expectations import Check, between
@@ -95,12 +99,58 @@ def purchase_summary(
     ).pl()
 
 
-def _fit_both(summary: pl.DataFrame, params: ClvParams):
-    x, t_x, age = (summary[c].to_numpy() for c in ("x", "t_x", "age"))
-    bgnbd = fit_bgnbd(x, t_x, age, params.min_repeat_customers)
-    value = summary["repeat_mean_value"].fill_null(0).to_numpy()
-    gamma_gamma = fit_gamma_gamma(x, value, params.min_repeat_customers)
-    return bgnbd, gamma_gamma
+# bump when the saved fits or their metadata change shape: older artifacts are then not reused
+ARTIFACT_FORMAT = 1
+
+
+def _fit(con, stg_transactions, summary: pl.DataFrame, params: ClvParams, as_of, context):
+    """Fit BG/NBD and Gamma-Gamma on `summary` (the calibration window ending as_of), and the
+    holdout check: BG/NBD refitted on the window ending holdout_days earlier, its predicted
+    transactions since then against the actual ones. Saved as an artifact."""
+    unit_days = 7.0 if params.time_unit == "weeks" else 1.0
+    start = as_of - timedelta(days=params.calibration_days - 1)
+    holdout_start = as_of - timedelta(days=params.holdout_days)
+    past = purchase_summary(
+        con,
+        stg_transactions,
+        params,
+        start - timedelta(days=params.holdout_days),
+        holdout_start,
+        holdout_end=as_of,
+    )
+    try:
+        past_x, past_t_x, past_age = (past[c].to_numpy() for c in ("x", "t_x", "age"))
+        past_bgnbd = fit_bgnbd(past_x, past_t_x, past_age, params.min_repeat_customers)
+        x, t_x, age = (summary[c].to_numpy() for c in ("x", "t_x", "age"))
+        bgnbd = fit_bgnbd(x, t_x, age, params.min_repeat_customers)
+        value = summary["repeat_mean_value"].fill_null(0).to_numpy()
+        gamma_gamma = fit_gamma_gamma(x, value, params.min_repeat_customers)
+    except ClvFitError as error:
+        raise InputError(f"clv_estimates: the data cannot support the fit: {error}") from None
+    predicted = bgnbd_expected_transactions(
+        past_bgnbd.vector(), params.holdout_days / unit_days, past_x, past_t_x, past_age
+    )
+    actual = past["holdout_transactions"].to_numpy()
+    correlation = float(np.corrcoef(predicted, actual)[0, 1]) if len(actual) > 1 else None
+    context.info(
+        f"    clv_estimates: holdout {params.holdout_days} d predicted {predicted.sum():,.0f} "
+        f"transactions, actual {actual.sum():,.0f}"
+    )
+    metadata = {
+        "trained_on": as_of.isoformat(),
+        "config_hash": settings_hash(ARTIFACT_FORMAT, params),
+        "training_from": start.isoformat(),
+        "training_to": as_of.isoformat(),
+        "holdout": {
+            "holdout_days": params.holdout_days,
+            "holdout_predicted_transactions": float(predicted.sum()),
+            "holdout_actual_transactions": float(actual.sum()),
+            "holdout_mae_per_customer": float(np.abs(predicted - actual).mean()),
+            "holdout_correlation": correlation,
+        },
+    }
+    fits = {"bg_nbd": bgnbd, "gamma_gamma": gamma_gamma}
+    return context.artifacts.save(f"{as_of.isoformat()}-{metadata['config_hash']}", fits, metadata)
 
 
 def clv_estimates(
@@ -115,33 +165,24 @@ def clv_estimates(
     unit_days = 7.0 if params.time_unit == "weeks" else 1.0
     horizon = params.horizon_days / unit_days
     start = as_of - timedelta(days=params.calibration_days - 1)
-    holdout_start = as_of - timedelta(days=params.holdout_days)
-    try:
-        # the holdout check: fit on the window ending holdout_days ago, score what happened since
-        past = purchase_summary(
-            con,
-            stg_transactions,
-            params,
-            start - timedelta(days=params.holdout_days),
-            holdout_start,
-            holdout_end=as_of,
-        )
-        past_bgnbd, _ = _fit_both(past, params)
-        predicted = bgnbd_expected_transactions(
-            past_bgnbd.vector(),
-            params.holdout_days / unit_days,
-            *(past[c].to_numpy() for c in ("x", "t_x", "age")),
-        )
-        actual = past["holdout_transactions"].to_numpy()
-        summary = purchase_summary(con, stg_transactions, params, start, as_of)
-        bgnbd, gamma_gamma = _fit_both(summary, params)
-    except ClvFitError as error:
-        raise InputError(f"clv_estimates: the data cannot support the fit: {error}") from None
+    summary = purchase_summary(con, stg_transactions, params, start, as_of)
+    artifact = context.artifacts.reusable(
+        as_of, settings_hash(ARTIFACT_FORMAT, params), params.retrain_every_days
+    )
+    if artifact is None:
+        artifact = _fit(con, stg_transactions, summary, params, as_of, context)
+    else:
+        context.info(f"    clv_estimates: scoring with the fits of {artifact.version}")
+    fits = artifact.load()
+    bgnbd, gamma_gamma = fits["bg_nbd"], fits["gamma_gamma"]
 
     x, t_x, age = (summary[c].to_numpy() for c in ("x", "t_x", "age"))
     value = summary["repeat_mean_value"].fill_null(0).to_numpy()
     expected = bgnbd_expected_transactions(bgnbd.vector(), horizon, x, t_x, age)
-    per_transaction = gamma_gamma_expected_value(gamma_gamma.vector(), x, value)
+    try:
+        per_transaction = gamma_gamma_expected_value(gamma_gamma.vector(), x, value)
+    except ClvFitError as error:
+        raise InputError(f"clv_estimates: the data cannot support the fit: {error}") from None
     modelled = summary.with_columns(
         p_alive=pl.Series(bgnbd_p_alive(bgnbd.vector(), x, t_x, age)),
         expected_transactions=pl.Series(expected),
@@ -164,13 +205,9 @@ def clv_estimates(
         """,
         params={"as_of": as_of},
     )
-    correlation = float(np.corrcoef(predicted, actual)[0, 1]) if len(actual) > 1 else None
     holdout_terms = [
-        ("holdout_days", "size", params.holdout_days, None),
-        ("holdout_predicted_transactions", "metric", float(predicted.sum()), None),
-        ("holdout_actual_transactions", "metric", float(actual.sum()), None),
-        ("holdout_mae_per_customer", "metric", float(np.abs(predicted - actual).mean()), None),
-        ("holdout_correlation", "metric", correlation, None),
+        (term, "size" if term == "holdout_days" else "metric", value, None)
+        for term, value in artifact.metadata["holdout"].items()
     ]
     fits = pl.concat(
         [
@@ -185,15 +222,12 @@ def clv_estimates(
                     ("time_unit_days", "size", unit_days, None),
                     *(holdout_terms if fitted.model == "bg_nbd" else []),
                 ],
-                training_from=start,
-                training_to=as_of,
+                training_from=date.fromisoformat(artifact.metadata["training_from"]),
+                training_to=date.fromisoformat(artifact.metadata["training_to"]),
+                trained_on=artifact.trained_on,
             )
             for fitted in (bgnbd, gamma_gamma)
         ]
-    )
-    context.info(
-        f"    clv_estimates: holdout {params.holdout_days} d predicted {predicted.sum():,.0f} "
-        f"transactions, actual {actual.sum():,.0f}"
     )
     return {"clv_estimates": estimates, MODEL_FITS: con.from_arrow(fits.to_arrow())}
 

@@ -35,8 +35,6 @@ Checks: (customer_id, as_of, rank) unique; product never held; score > 0.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from datetime import date, timedelta
 
@@ -45,7 +43,7 @@ import numpy as np
 import polars as pl
 
 from models.propensity import fit_propensities
-from pipeline.artifacts import StageContext
+from pipeline.artifacts import StageContext, settings_hash
 from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProductParams
 from pipeline.errors import ConfigError
 from pipeline.expectations import Check, between, not_null
@@ -87,16 +85,7 @@ def _signal_sql(params: NextBestProductParams, features: str, columns: set[str])
 
 
 def _propensity_settings(params: NextBestProductParams, features: CustomerFeaturesParams) -> str:
-    payload = json.dumps(
-        [
-            PROPENSITY_FORMAT,
-            params.propensity.model_dump(mode="json"),
-            params.horizon_days,
-            features.model_dump(mode="json"),
-        ],
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return settings_hash(PROPENSITY_FORMAT, params.propensity, params.horizon_days, features)
 
 
 def _matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
@@ -212,11 +201,8 @@ def next_best_products(
 
     # --- propensity: reuse the saved models between retrains ----------------------------------
     settings = _propensity_settings(params, customer_features_params)
-    artifact = context.artifacts.latest(on_or_before=as_of, config_hash=settings)
-    if (
-        artifact is None
-        or (as_of - artifact.trained_on).days >= params.propensity.retrain_every_days
-    ):
+    artifact = context.artifacts.reusable(as_of, settings, params.propensity.retrain_every_days)
+    if artifact is None:
         artifact = _train_propensity(
             con, stg_transactions, sources, params, customer_features_params, as_of, context
         )
