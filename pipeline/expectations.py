@@ -17,7 +17,15 @@ Severity = Literal["critical", "warning"]
 
 @dataclass(frozen=True)
 class Check:
-    kind: Literal["unique", "not_null", "in_set", "between", "row_count_between", "share_stable"]
+    kind: Literal[
+        "unique",
+        "unique_beyond",
+        "not_null",
+        "in_set",
+        "between",
+        "row_count_between",
+        "share_stable",
+    ]
     columns: tuple[str, ...] = ()
     values: tuple = ()
     min_value: float | None = None
@@ -33,6 +41,8 @@ class Check:
             return f"{target} between {self.min_value} and {self.max_value}"
         if self.kind == "share_stable":
             return f"{target} shares within {self.max_value} of the previous run"
+        if self.kind == "unique_beyond":
+            return f"{target} unique, also against the partitions checked before"
         return f"{target} {self.kind.replace('_', ' ')}"
 
     def as_dict(self) -> dict:
@@ -74,6 +84,12 @@ def share_stable(column: str, previous: dict[str, float], band: float) -> Check:
         max_value=band,
         severity="warning",
     )
+
+
+def unique_beyond(columns: tuple[str, ...], earlier: str) -> Check:
+    """The key is unique within the table and appears in no row of the table `earlier` (rows
+    checked before): uniqueness over a history checked one partition at a time."""
+    return Check("unique_beyond", columns, (earlier,))
 
 
 def key_checks(key: tuple[str, ...]) -> list[Check]:

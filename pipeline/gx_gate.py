@@ -43,7 +43,8 @@ def validate(
     workers: int | None = None,
 ) -> tuple[list[dict], dict[str, str]]:
     """One result per check (table, check, severity, success, unexpected_count, examples) and
-    GX's Data Docs page per table (HTML, as GX renders it). A table is a Parquet file or SQL.
+    GX's Data Docs page per table (HTML, as GX renders it). A table is a Parquet file or SQL;
+    a table without a suite is a view that checks may read (unique_beyond's earlier rows).
 
     The tables are shared out among `workers` child processes (default: one per core, at most
     2), each with its own DuckDB file of views; GX's cost is mostly per table, so two children
@@ -60,8 +61,9 @@ def validate(
         database = folder / "validate.duckdb"
         database.unlink(missing_ok=True)
         con = duckdb.connect(str(database))
+        references = [t for t in tables if t not in suites]  # read by checks, not checked
         try:
-            for table in group:
+            for table in [*group, *references]:
                 source = tables[table]
                 query = parquet_view(source) if isinstance(source, Path) else source
                 con.execute(f"create view {quote(table)} as {query}")
@@ -120,6 +122,17 @@ def _gx_expectation(gx, check: dict, index: int):
         if len(columns) == 1:
             return gx.expectations.ExpectColumnValuesToBeUnique(column=columns[0], **options)
         return gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns, **options)
+    if kind == "unique_beyond":
+        key = ", ".join(quote(c) for c in columns)
+        query = f"""
+            select {key}, count(*) as rows from {{batch}} group by all having count(*) > 1
+            union all
+            select {key}, 1 from (select distinct {key} from {{batch}}) new_keys
+            semi join {quote(check["values"][0])} earlier using ({key})
+        """
+        return gx.expectations.UnexpectedRowsExpectation(
+            unexpected_rows_query=query, description=f"{', '.join(columns)} unique", **options
+        )
     if kind == "not_null":
         return gx.expectations.ExpectColumnValuesToNotBeNull(column=columns[0], **options)
     if kind == "in_set":

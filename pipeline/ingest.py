@@ -445,10 +445,11 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def staged_view_sql(staging: Path, as_of: date, known_on: date | None = None) -> dict[str, str]:
-    """source -> the SQL of its staged view as of `as_of` (see register_staged_views)."""
+def staged_files(staging: Path, as_of: date, known_on: date | None = None) -> dict[str, list[Path]]:
+    """source -> its staged partition files a run on `as_of` reads (extracts known by known_on,
+    default as_of): a snapshot's latest extract, a history's every extract, oldest first."""
     known_on = known_on or as_of
-    views = {}
+    found = {}
     for name in INGEST_ORDER:
         source = SOURCES[name]
         files = sorted(
@@ -456,17 +457,26 @@ def staged_view_sql(staging: Path, as_of: date, known_on: date | None = None) ->
             for p in (staging / source.table).glob("extract_on=*/data.parquet")
             if date.fromisoformat(p.parent.name.removeprefix("extract_on=")) <= known_on
         )
-        if not files:
-            continue
-        if source.kind == "snapshot":
-            files = files[-1:]
-        where = ""
-        if source.business_date:
-            where = f"where {quote(source.business_date)}::date <= DATE '{as_of.isoformat()}'"
-        views[name] = (
-            f"select * exclude (extract_on) from read_parquet({_file_list(files)}, "
-            f"union_by_name = true) {where}"
-        )
+        if files:
+            found[name] = files[-1:] if source.kind == "snapshot" else files
+    return found
+
+
+def staged_files_sql(files: list[Path]) -> str:
+    """SQL reading staged partition files with the source's columns."""
+    return (
+        f"select * exclude (extract_on) from read_parquet({_file_list(files)}, "
+        "union_by_name = true)"
+    )
+
+
+def staged_view_sql(staging: Path, as_of: date, known_on: date | None = None) -> dict[str, str]:
+    """source -> the SQL of its staged view as of `as_of` (see register_staged_views)."""
+    views = {}
+    for name, files in staged_files(staging, as_of, known_on).items():
+        business_date = SOURCES[name].business_date
+        where = f" where {quote(business_date)}::date <= DATE '{as_of}'" if business_date else ""
+        views[name] = staged_files_sql(files) + where
     return views
 
 

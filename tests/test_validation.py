@@ -305,3 +305,52 @@ def test_data_docs_scripts_run_in_headless_chromium_with_no_network(small_bank):
         timeout=120,
     ).stdout
     assert 'class="bootstrap-table bootstrap4"' in dom
+
+
+def test_the_gate_checks_each_staged_partition_once(small_bank, tmp_path):
+    """After a passing gate every staged partition is marked; a rewritten partition is checked
+    again, its key against the partitions checked before (a key repeated from an earlier
+    extract fails), and a changed suite checks everything again."""
+    from pipeline.expectations import source_checks
+    from pipeline.ingest import staged_files_sql
+    from pipeline.input_checks import earlier_table, mark_checked, plan
+    from pipeline.runner import _input_checks
+    from transforms.sources import SOURCES
+
+    bank, _, _ = small_bank
+    staging = tmp_path / "staging"
+    shutil.copytree(bank.paths.staging, staging)
+    config = bank.model_copy(update={"paths": bank.paths.model_copy(update={"staging": staging})})
+    as_of = bank.generate.end_on
+    assert _input_checks(config, as_of, None, incremental=True) == []  # the bank's run passed
+
+    files = sorted((staging / "stg_transactions").glob("extract_on=*/data.parquet"))
+    assert len(files) > 1
+    latest = files[-1]
+    rewrite(latest, f"from '{latest}' union all (from '{files[0]}' limit 1)")
+    planned = _input_checks(config, as_of, None, incremental=True)
+    assert [(i.table, i.new_files, i.earlier_files) for i in planned] == [
+        ("stg_transactions", [latest], files[:-1])
+    ]
+    item = planned[0]
+    assert "unique_beyond" in [c.kind for c in item.checks]
+    assert "unique" not in [c.kind for c in item.checks]
+    tables = {item.table: item.sql, earlier_table(item.table): staged_files_sql(files[:-1])}
+    results, _ = validate(tables, {item.table: item.checks}, tmp_path / "work")
+    failed = [r for r in results if not r["success"]]
+    assert [(r["check"]["kind"], r["observed_value"]) for r in failed] == [("unique_beyond", 1)]
+    assert len(results) == len(item.checks)
+
+    # the full check (custseg validate) sees the repeated key in the whole history too
+    full = next(i for i in _input_checks(config, as_of, None, False) if i.source == "transactions")
+    assert full.new_files == [] and "unique" in [c.kind for c in full.checks]
+    results, _ = validate({full.table: full.sql}, {full.table: full.checks}, tmp_path / "full")
+    assert [r["check"]["kind"] for r in results if not r["success"]] == ["unique"]
+
+    mark_checked(planned)  # as the runner does once the gate passed
+    assert _input_checks(config, as_of, None, incremental=True) == []
+    suites = {name: (SOURCES[name].table, source_checks(SOURCES[name], set())) for name in SOURCES}
+    suites["transactions"] = (suites["transactions"][0], suites["transactions"][1][:-1])
+    changed = plan(staging, as_of, suites, incremental=True)  # pii columns differ from config
+    transactions = next(i for i in changed if i.source == "transactions")
+    assert transactions.new_files == files and transactions.earlier_files == []
