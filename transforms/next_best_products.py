@@ -13,7 +13,10 @@ Grain: one row per customer_id, as_of and rank (1..top_k; fewer when fewer pass)
                                            whose left side the customer holds and whose right
                                            side he does not
     propensity                             the product's classifier (acquisition within
-                                           horizon_days), for products with enough history
+                                           horizon_days), for products with enough history;
+                                           scored only for customers not holding the product
+                                           (so rules and signals alone propose held products,
+                                           and only those count as already_held exclusions)
     signal_score                           the strongest demand signal from config
 
 score = weights.rules x rule_score + weights.propensity x propensity + weights.signals x
@@ -215,21 +218,33 @@ def next_best_products(
     feature_list = ", ".join(
         f"{quote(c)}::double as {quote(c)}" for c in params.propensity.features
     )
+    # a held product is never recommended: each model scores the customers not holding it
     frame = con.sql(
-        f"select customer_id, {feature_list} from {customer_features} order by customer_id"
+        f"""
+        with held as (
+            select customer_id, list(product_id) as held
+            from ({holdings_on(stg_balances, "$as_of")}) group by customer_id
+        )
+        select f.customer_id, {feature_list}, coalesce(h.held, []) as held
+        from {customer_features} f left join held h using (customer_id)
+        order by f.customer_id
+        """,
+        params={"as_of": as_of},
     ).pl()
     x = _matrix(frame, params.propensity.features)
     x[:, models.empty] = 0.0
-    scored = [
-        pl.DataFrame(
-            {
-                "customer_id": frame["customer_id"],
-                "product_id": product,
-                "propensity": models.predict(product, x),
-            }
+    scored = []
+    for product in sorted(models.models):
+        open_to = ~frame["held"].list.contains(product).to_numpy()
+        scored.append(
+            pl.DataFrame(
+                {
+                    "customer_id": frame["customer_id"].filter(open_to),
+                    "product_id": product,
+                    "propensity": models.predict(product, x[open_to]),
+                }
+            )
         )
-        for product in sorted(models.models)
-    ]
     propensity = (
         pl.concat(scored)
         if scored
