@@ -119,20 +119,20 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
     for w in params.windows_days:
         within = f"days_ago < {w}"
         aggregates += [
-            f"count(*) filter (where {within}) as txn_count_{w}d",
-            f"sum(amount_cny) filter (where {within}) as txn_amount_{w}d_cny",
-            f"count(*) filter (where {within} and is_credit) as inflow_count_{w}d",
-            f"sum(amount_cny) filter (where {within} and is_credit) as inflow_{w}d_cny",
-            f"count(*) filter (where {within} and not is_credit) as outflow_count_{w}d",
-            f"sum(amount_cny) filter (where {within} and not is_credit) as outflow_{w}d_cny",
-            f"count(*) filter (where {within} and is_digital) as digital_count_{w}d",
+            f"count(case when {within} then 1 end) as txn_count_{w}d",
+            f"sum(case when {within} then amount_cny end) as txn_amount_{w}d_cny",
+            f"count(case when {within} and is_credit then 1 end) as inflow_count_{w}d",
+            f"sum(case when {within} and is_credit then amount_cny end) as inflow_{w}d_cny",
+            f"count(case when {within} and not is_credit then 1 end) as outflow_count_{w}d",
+            f"sum(case when {within} and not is_credit then amount_cny end) as outflow_{w}d_cny",
+            f"count(case when {within} and is_digital then 1 end) as digital_count_{w}d",
         ]
         aggregates += [
-            f"count(*) filter (where {within} and channel = {literal(c)}) as txn_count_{c}_{w}d"
+            f"count(case when {within} and channel = {literal(c)} then 1 end) as txn_count_{c}_{w}d"
             for c in CHANNELS
         ]
         aggregates += [
-            f"sum(amount_cny) filter (where {within} and category = {literal(k)}) "
+            f"sum(case when {within} and category = {literal(k)} then amount_cny end) "
             f"as amount_{k}_{w}d_cny"
             for k in CATEGORIES
         ]
@@ -156,13 +156,13 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
     recent, previous = f"days_ago < {trend}", f"days_ago >= {trend} and days_ago < {2 * trend}"
     signed = "case when is_credit then amount_cny else -amount_cny end"
     aggregates += [
-        f"count(*) filter (where {recent}) as txn_count_recent",
-        f"count(*) filter (where {previous}) as txn_count_previous",
-        f"sum({signed}) filter (where {recent}) as net_flow_recent",
-        f"sum({signed}) filter (where {previous}) as net_flow_previous",
-        "max(amount_cny) filter (where days_ago < 30 and not is_credit) as largest_outflow_30d",
-        "sum(amount_cny) filter (where days_ago < 365 and is_credit and category in "
-        f"{_in_list(params.business_categories)}) as business_inflow_365d",
+        f"count(case when {recent} then 1 end) as txn_count_recent",
+        f"count(case when {previous} then 1 end) as txn_count_previous",
+        f"sum(case when {recent} then {signed} end) as net_flow_recent",
+        f"sum(case when {previous} then {signed} end) as net_flow_previous",
+        "max(case when days_ago < 30 and not is_credit then amount_cny end) as largest_outflow_30d",
+        "sum(case when days_ago < 365 and is_credit and category in "
+        f"{_in_list(params.business_categories)} then amount_cny end) as business_inflow_365d",
     ]
     columns += [
         "coalesce(t.txn_count_recent, 0) as txn_count_recent",
@@ -192,15 +192,16 @@ def _event_aggregates(params: CustomerFeaturesParams, present: bool) -> tuple[st
             ("complaints", "complaint"),
         ):
             aggregates.append(
-                f"count(*) filter (where {within} and event_type = '{event_type}') as {kind}_{w}d"
+                f"count(case when {within} and event_type = '{event_type}' then 1 end) "
+                f"as {kind}_{w}d"
             )
             columns.append(f"{_when(present, f'e.{kind}_{w}d', '0')} as {kind}_{w}d")
         for topic in EVENT_TOPICS:
             for kind, event_type in (("views", "page_view"), ("enquiries", "enquiry")):
                 name = f"{kind}_{topic}_{w}d"
                 aggregates.append(
-                    f"count(*) filter (where {within} and event_type = '{event_type}' "
-                    f"and topic = {literal(topic)}) as {name}"
+                    f"count(case when {within} and event_type = '{event_type}' "
+                    f"and topic = {literal(topic)} then 1 end) as {name}"
                 )
                 columns.append(f"{_when(present, f'e.{name}', '0')} as {name}")
     return ",\n".join(aggregates), columns
@@ -253,14 +254,14 @@ def customer_features(
             from {stg_transactions}
             where transaction_at::date <= $as_of"""
     family_aggregates = ", ".join(
-        f"count(*) filter (where balance_cny > 0 and product_family = {literal(f)}) "
-        f"as products_{f}, coalesce(sum(balance_cny) filter (where product_family = "
-        f"{literal(f)}), 0) as balance_{f}"
+        f"count(case when balance_cny > 0 and product_family = {literal(f)} then 1 end) "
+        f"as products_{f}, coalesce(sum(case when product_family = {literal(f)} "
+        f"then balance_cny end), 0) as balance_{f}"
         for f in PRODUCT_FAMILIES
     )
     level_aggregates = ", ".join(
-        f"coalesce(sum(balance_cny) filter (where balance_type = 'asset' "
-        f"and risk_level = {literal(level)}), 0) as aum_{level.lower()}"
+        f"coalesce(sum(case when balance_type = 'asset' and risk_level = {literal(level)} "
+        f"then balance_cny end), 0) as aum_{level.lower()}"
         for level in RISK_LEVELS
     )
     family_columns = [
