@@ -17,12 +17,11 @@ from pipeline.ingest import register_staged_views
 from pipeline.warehouse import open_catalog
 from tests.conftest import DEFAULT_CONFIG
 from transforms.churn_scores import (
-    _feature_matrix,
     churn_labels,
     snapshot_dates,
     training_examples,
 )
-from transforms.snapshots import feature_sources, training_sample
+from transforms.snapshots import feature_matrix, feature_sources, training_sample
 
 CONFIG = load_config(DEFAULT_CONFIG, environ={})
 SNAPSHOT = date(2026, 3, 31)
@@ -179,7 +178,7 @@ def test_fast_reason_codes_equal_the_brute_force_ones(small_bank, monkeypatch):
     assert churn_module._TreeScorer.of(model) is not None  # the fast path is the one used
     con = open_catalog(config.paths.warehouse)
     frame = con.sql("select * from customer_features order by customer_id").pl()
-    x = _feature_matrix(frame, model.features)  # nulls become nan, as in the stage
+    x = feature_matrix(frame, model.features)  # nulls become nan, as in the stage
     assert np.isnan(x).any()  # missing values take the tree's default branch
     monkeypatch.setattr(churn_module, "REASON_CHUNK_ROWS", 128)
     fast, plain = model.reasons(x), model.reasons_plain(x)

@@ -46,6 +46,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.expectations import Check, between, in_set, not_null
 from transforms.model_fits import MODEL_FITS, fit_rows
 from transforms.snapshots import (
+    feature_matrix,
     feature_sources,
     features_at,
     month_end_snapshots,
@@ -111,10 +112,6 @@ def churn_labels(
         """,
         params={"snapshot": snapshot, "drop": params.aum_drop_share},
     )
-
-
-def _feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    return frame.select(pl.col(features).cast(pl.Float64)).to_numpy()
 
 
 def training_examples(
@@ -201,9 +198,9 @@ def _train(con, stg_transactions, sources, params, features_params, as_of, conte
     y_test = test["is_churned"].cast(pl.Int8).to_numpy()
     try:
         model = fit_churn_model(
-            _feature_matrix(train, params.features),
+            feature_matrix(train, params.features),
             train["is_churned"].cast(pl.Int8).to_numpy(),
-            _feature_matrix(calibration, params.features),
+            feature_matrix(calibration, params.features),
             calibration["is_churned"].cast(pl.Int8).to_numpy(),
             params.features,
             seed=params.seed,
@@ -211,7 +208,7 @@ def _train(con, stg_transactions, sources, params, features_params, as_of, conte
         )
     except ValueError as error:
         raise InputError(f"churn_scores: cannot train: {error}") from None
-    probability = model.predict(_feature_matrix(test, params.features))
+    probability = model.predict(feature_matrix(test, params.features))
     metrics = evaluate(y_test, probability)
     # the baseline: recency alone (the longer since any activity, the likelier to churn)
     recency = test["days_since_last_activity"].fill_null(10_000).to_numpy().astype(float)
@@ -273,7 +270,7 @@ def churn_scores(
     frame = con.sql(
         f"select customer_id, {columns} from {customer_features} order by customer_id"
     ).pl()
-    x = _feature_matrix(frame, params.features)
+    x = feature_matrix(frame, params.features)
     probability = model.predict(x)
     cuts = [b.min_probability for b in params.risk_bands]
     # cut-offs fall to 0: the band is the first cut-off the probability reaches

@@ -52,6 +52,7 @@ from pipeline.errors import ConfigError
 from pipeline.expectations import Check, between, not_null
 from transforms.rules import rule_sql
 from transforms.snapshots import (
+    feature_matrix,
     feature_sources,
     features_at,
     holdings_on,
@@ -89,10 +90,6 @@ def _signal_sql(params: NextBestProductParams, features: str, columns: set[str])
 
 def _propensity_settings(params: NextBestProductParams, features: CustomerFeaturesParams) -> str:
     return settings_hash(PROPENSITY_FORMAT, params.propensity, params.horizon_days, features)
-
-
-def _matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    return np.array(frame.select(pl.col(features).cast(pl.Float64)).to_numpy())  # writable
 
 
 def _train_propensity(con, stg_transactions, sources, params, features_params, as_of, context):
@@ -145,7 +142,7 @@ def _train_propensity(con, stg_transactions, sources, params, features_params, a
             )
             con.execute(f"drop table {table}")
     examples = pl.concat(frames)
-    x = _matrix(examples, settings.features)
+    x = feature_matrix(examples, settings.features)
     empty = np.isnan(x).all(axis=0)
     x[:, empty] = 0.0
     models = fit_propensities(
@@ -231,7 +228,7 @@ def next_best_products(
         """,
         params={"as_of": as_of},
     ).pl()
-    x = _matrix(frame, params.propensity.features)
+    x = feature_matrix(frame, params.propensity.features)
     x[:, models.empty] = 0.0
     scored = []
     for product in sorted(models.models):
