@@ -215,18 +215,28 @@ def next_best_products(
     feature_list = ", ".join(
         f"{quote(c)}::double as {quote(c)}" for c in params.propensity.features
     )
-    # a held product is never recommended: each model scores the customers not holding it
+    # what each customer holds on as_of, read once: the propensity models skip held products
+    # (never recommended), the rules match baskets, suitability excludes held pairs
+    con.execute(
+        f"create or replace temp table nbp_held as {holdings_on(stg_balances, '$as_of')}",
+        {"as_of": as_of},
+    )
+    con.execute(
+        f"""
+        create or replace temp table nbp_baskets as
+        select f.customer_id, coalesce(h.held, []) as held
+        from {customer_features} f left join (
+            select customer_id, list(product_id order by product_id) as held
+            from nbp_held group by customer_id
+        ) h using (customer_id)
+        """
+    )
     frame = con.sql(
         f"""
-        with held as (
-            select customer_id, list(product_id) as held
-            from ({holdings_on(stg_balances, "$as_of")}) group by customer_id
-        )
-        select f.customer_id, {feature_list}, coalesce(h.held, []) as held
-        from {customer_features} f left join held h using (customer_id)
+        select f.customer_id, {feature_list}, b.held
+        from {customer_features} f join nbp_baskets b using (customer_id)
         order by f.customer_id
-        """,
-        params={"as_of": as_of},
+        """
     ).pl()
     x = feature_matrix(frame, params.propensity.features)
     x[:, models.empty] = 0.0
@@ -257,15 +267,8 @@ def next_best_products(
     con.execute(
         f"""
         create or replace temp table nbp_candidates as
-        with held as ({holdings_on(stg_balances, "$as_of")}),
-        held_lists as (
-            select customer_id, list(product_id order by product_id) as held
-            from held group by customer_id
-        ),
-        baskets as (
-            select f.customer_id, coalesce(h.held, []) as held
-            from {customer_features} f left join held_lists h using (customer_id)
-        ),
+        with held as (from nbp_held),
+        baskets as (from nbp_baskets),
         distinct_baskets as (select distinct held from baskets),
         rule_hits as (  -- per distinct basket: the strongest rule per product not held
             select b.held, r.consequent as product_id,
@@ -331,7 +334,6 @@ def next_best_products(
               + {weights.signals!r} * coalesce(b.signal_score, 0) >= $min_score
     """,
         {
-            "as_of": as_of,
             "tier_order": tier_order,
             "risk_free": params.risk_free_level,
             "min_score": max(params.min_score, 1e-12),
