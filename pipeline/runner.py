@@ -50,6 +50,7 @@ from pipeline.warehouse import (
     refresh_catalog,
     write_beside,
 )
+from transforms.scratch import drop_scratch
 from transforms.sources import SOURCES
 from transforms.staging import literal, quote
 
@@ -509,6 +510,7 @@ def _run_transform(
         relations[table].to_table(temp)
         _check_key(con, table, key, temp)
         temps[table] = temp
+    drop_scratch(con, stage.name)
     main = temps[stage.output]
     result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
     result.status = "ok"

@@ -11,6 +11,7 @@ import pytest
 from pipeline.config import load_config
 from tests.conftest import DEFAULT_CONFIG
 from transforms.customer_features import customer_features
+from transforms.scratch import drop_scratch
 
 AS_OF = date(2026, 3, 31)
 CONFIG = load_config(DEFAULT_CONFIG, environ={})
@@ -18,7 +19,11 @@ CONFIG = load_config(DEFAULT_CONFIG, environ={})
 
 @pytest.fixture
 def con():
-    con = duckdb.connect()
+    return golden_bank(duckdb.connect())
+
+
+def golden_bank(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The hand-written staged tables of these tests."""
     con.execute("""
         create table stg_customers as select * from (values
             ('C1', DATE '1990-04-01', DATE '2026-03-01', 'M', 'salaried', 'single', 0,
@@ -222,3 +227,54 @@ def test_no_extra_attributes_configured_means_no_extra_columns(con):
         as_of=AS_OF,
     )
     assert "income_band" not in relation.columns and "aum_avg_cny" in relation.columns
+
+
+def test_a_bank_that_outgrows_the_memory_limit_gets_the_same_features(tmp_path):
+    """The golden customers copied 60,000 times (180,000 in the population): under a 256MB
+    DuckDB memory limit the stage spills and returns exactly the rows it returns with memory
+    to spare, and every copy has its original's features. (The single 11-way join it replaced
+    failed here with an out-of-memory error below 512MB instead of spilling.)"""
+    con = golden_bank(duckdb.connect())
+    for table in ("customers", "transactions", "balances", "events", "questionnaires"):
+        con.execute(
+            f"create or replace table stg_{table} as "
+            f"select t.* replace (t.customer_id || '_' || copy as customer_id) "
+            f"from stg_{table} t, range(60000) copies(copy)"
+        )
+    con.execute(f"set threads = 2; set temp_directory = '{tmp_path}'")
+
+    def build(table: str) -> None:
+        customer_features(
+            con,
+            stg_transactions="stg_transactions",
+            **{f"stg_{s}": f"stg_{s}" for s in SOURCES},
+            params=CONFIG.customer_features,
+            as_of=AS_OF,
+        ).to_table(table)
+        assert drop_scratch(con, "customer_features")  # its parts, dropped once it is built
+
+    build("roomy")
+    con.execute("set memory_limit = '256MB'")
+    build("constrained")
+    con.execute("reset memory_limit")
+
+    assert con.execute("select count(*) from constrained").fetchall() == [(180_000,)]
+    differing = con.execute(
+        "select count(*) from ((from roomy except all from constrained) "
+        "union all (from constrained except all from roomy))"
+    ).fetchall()[0][0]
+    assert differing == 0
+    # the rows come in customer_id order
+    assert con.execute(
+        "select bool_and(customer_id > previous) from (select customer_id, "
+        "lag(customer_id) over () as previous from constrained) where previous is not null"
+    ).fetchall() == [(True,)]
+    # each original customer's copies agree on every feature
+    originals = con.execute(
+        "select distinct split_part(customer_id, '_', 1) as original, "
+        "columns(* exclude (customer_id)) from constrained order by original"
+    ).fetchall()
+    assert [row[0] for row in originals] == ["C1", "C2", "C4"]
+    assert not con.execute(
+        "select * from duckdb_tables() where starts_with(table_name, 'customer_features__')"
+    ).fetchall()

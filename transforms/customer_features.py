@@ -51,6 +51,9 @@ questionnaire risk_score, risk_assessed_on, risk_assessment_age_days, risk_asses
               (older than questionnaire_valid_months), nps_score, nps_answered_on
               (the latest answer of each type on or before as_of)
 
+How: each group's aggregates are materialised as scratch tables (transforms/scratch.py) aligned
+to the population, then put side by side; see the comment in customer_features.
+
 Checks: customer_id unique and not null; counts and amounts >= 0; shares within 0..1.
 The coverage of each group is measured by `feature_coverage` from FEATURE_GROUPS below.
 """
@@ -63,6 +66,7 @@ import duckdb
 
 from pipeline.config import CustomerFeaturesParams
 from pipeline.expectations import Check, between
+from transforms.scratch import scratch_table
 from transforms.sources import (
     CATEGORIES,
     CHANNELS,
@@ -113,6 +117,12 @@ def _when(present: bool, expression: str, default: str | None = None) -> str:
     return f"case when {'true' if present else 'false'} then {value} end"
 
 
+def _total(condition: str, value: str = "amount_cny") -> str:
+    """A conditional sum, narrowed to the money type (a plain sum widens it to 128 bits, twice
+    the memory for every later join and sort of the part)."""
+    return f"sum(case when {condition} then {value} end)::{_MONEY}"
+
+
 def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[str]]:
     """Aggregates over the `txn` CTE, and the final column expressions over its alias `t`."""
     aggregates, columns = [], []
@@ -120,11 +130,11 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
         within = f"days_ago < {w}"
         aggregates += [
             f"count(case when {within} then 1 end) as txn_count_{w}d",
-            f"sum(case when {within} then amount_cny end) as txn_amount_{w}d_cny",
+            f"{_total(within)} as txn_amount_{w}d_cny",
             f"count(case when {within} and is_credit then 1 end) as inflow_count_{w}d",
-            f"sum(case when {within} and is_credit then amount_cny end) as inflow_{w}d_cny",
+            f"{_total(f'{within} and is_credit')} as inflow_{w}d_cny",
             f"count(case when {within} and not is_credit then 1 end) as outflow_count_{w}d",
-            f"sum(case when {within} and not is_credit then amount_cny end) as outflow_{w}d_cny",
+            f"{_total(f'{within} and not is_credit')} as outflow_{w}d_cny",
             f"count(case when {within} and is_digital then 1 end) as digital_count_{w}d",
         ]
         aggregates += [
@@ -132,8 +142,7 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
             for c in CHANNELS
         ]
         aggregates += [
-            f"sum(case when {within} and category = {literal(k)} then amount_cny end) "
-            f"as amount_{k}_{w}d_cny"
+            f"{_total(f'{within} and category = {literal(k)}')} as amount_{k}_{w}d_cny"
             for k in CATEGORIES
         ]
         columns += [
@@ -155,14 +164,15 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
     trend = params.trend_window_days
     recent, previous = f"days_ago < {trend}", f"days_ago >= {trend} and days_ago < {2 * trend}"
     signed = "case when is_credit then amount_cny else -amount_cny end"
+    business = _in_list(params.business_categories)
     aggregates += [
         f"count(case when {recent} then 1 end) as txn_count_recent",
         f"count(case when {previous} then 1 end) as txn_count_previous",
-        f"sum(case when {recent} then {signed} end) as net_flow_recent",
-        f"sum(case when {previous} then {signed} end) as net_flow_previous",
+        f"{_total(recent, signed)} as net_flow_recent",
+        f"{_total(previous, signed)} as net_flow_previous",
         "max(case when days_ago < 30 and not is_credit then amount_cny end) as largest_outflow_30d",
-        "sum(case when days_ago < 365 and is_credit and category in "
-        f"{_in_list(params.business_categories)} then amount_cny end) as business_inflow_365d",
+        _total(f"days_ago < 365 and is_credit and category in {business}")
+        + " as business_inflow_365d",
     ]
     columns += [
         "coalesce(t.txn_count_recent, 0) as txn_count_recent",
@@ -253,15 +263,16 @@ def customer_features(
                    {"".join(f", null::varchar as {quote(c)}" for c in extra)}
             from {stg_transactions}
             where transaction_at::date <= $as_of"""
+    asset = "balance_type = 'asset'"
     family_aggregates = ", ".join(
         f"count(case when balance_cny > 0 and product_family = {literal(f)} then 1 end) "
-        f"as products_{f}, coalesce(sum(case when product_family = {literal(f)} "
-        f"then balance_cny end), 0) as balance_{f}"
+        f"as products_{f}, "
+        f"coalesce({_total(f'product_family = {literal(f)}', 'balance_cny')}, 0) as balance_{f}"
         for f in PRODUCT_FAMILIES
     )
     level_aggregates = ", ".join(
-        f"coalesce(sum(case when balance_type = 'asset' and risk_level = {literal(level)} "
-        f"then balance_cny end), 0) as aum_{level.lower()}"
+        f"coalesce({_total(f'{asset} and risk_level = {literal(level)}', 'balance_cny')}, 0) "
+        f"as aum_{level.lower()}"
         for level in RISK_LEVELS
     )
     family_columns = [
@@ -281,119 +292,145 @@ def customer_features(
         for level in RISK_LEVELS
     ]
     average_start = as_of - timedelta(days=params.aum_average_days - 1)
-    return con.sql(
+    values = {
+        "as_of": as_of,
+        "average_start": average_start,
+        "risk_min": params.risk_asset_min_level,
+    }
+
+    def scratch(part: str) -> str:
+        return scratch_table("customer_features", part)
+
+    def materialise(part: str, sql: str) -> None:
+        con.execute(
+            f"create or replace temp table {scratch(part)} as {sql}",
+            {k: v for k, v in values.items() if f"${k}" in sql},
+        )
+
+    # Shared steps, each materialised once: the population in customer_id order, the balance
+    # dates, and the positions (balances x products) on those dates.
+    materialise("population", f"{population} order by customer_id")
+    materialise(
+        "snapshot_dates",
+        f"select distinct balance_on from {balances} where balance_on <= $as_of",
+    )
+    snapshot_dates = scratch("snapshot_dates")
+    materialise(
+        "marks",
         f"""
-        with population as ({population}),
-        txn as (
-            select customer_id, amount_cny, direction = 'credit' as is_credit, channel, category,
-                   channel in {digital} as is_digital,
-                   $as_of - transaction_at::date as days_ago
-            from {stg_transactions}
-            where transaction_at::date <= $as_of
-              and transaction_at::date > $as_of - {lookback}
-        ),
-        txn_windows as (
+        select max(balance_on) as now_on,
+               max(balance_on) filter (where balance_on <= $as_of - interval 3 month)
+                   as three_months_on,
+               max(balance_on) filter (where balance_on <= $as_of - interval 12 month)
+                   as twelve_months_on
+        from {snapshot_dates}
+        """,
+    )
+    materialise(
+        "average_dates",
+        f"""
+        -- each snapshot stands for the days until the next one (or as_of)
+        select balance_on, greatest(balance_on, $average_start) as covers_from,
+               coalesce(lead(balance_on) over (order by balance_on), $as_of + 1)
+                   - greatest(balance_on, $average_start) as weight_days
+        from {snapshot_dates}
+        where balance_on >= coalesce(
+            (select max(balance_on) from {snapshot_dates} where balance_on <= $average_start),
+            $average_start)
+        """,
+    )
+    marks, average_dates = scratch("marks"), scratch("average_dates")
+    values["now_on"] = con.execute(f"select now_on from {marks}").fetchall()[0][0]
+    materialise(
+        "positions",
+        f"""
+        select b.customer_id, b.balance_on, p.balance_type, p.product_family,
+               p.product_type, p.risk_level, b.balance_cny
+        from {balances} b
+        join {products} p using (product_id)
+        where b.balance_on in (select balance_on from {average_dates})
+           or b.balance_on in (select now_on from {marks} union all
+                               select three_months_on from {marks} union all
+                               select twelve_months_on from {marks})
+        """,
+    )
+    positions = scratch("positions")
+    materialise(
+        "daily_aum",
+        f"""
+        select customer_id, balance_on,
+               sum(balance_cny) filter (where balance_type = 'asset') as aum
+        from {positions}
+        group by customer_id, balance_on
+        """,
+    )
+    daily_aum = scratch("daily_aum")
+
+    # One part per source aspect, each grouped by customer_id.
+    parts = {
+        "txn_windows": f"""
             select customer_id, {txn_aggregates}
-            from txn
-            group by customer_id
-        ),
-        salary as (
+            from (
+                select customer_id, amount_cny, direction = 'credit' as is_credit, channel,
+                       category, channel in {digital} as is_digital,
+                       $as_of - transaction_at::date as days_ago
+                from {stg_transactions}
+                where transaction_at::date <= $as_of
+                  and transaction_at::date > $as_of - {lookback}
+            )
+            group by customer_id""",
+        "salary": f"""
             select customer_id,
                    count(distinct date_trunc('month', transaction_at)) as salary_credit_months_90d
             from {stg_transactions}
             where transaction_at::date <= $as_of and transaction_at::date > $as_of - 90
               and direction = 'credit' and category in {_in_list(params.salary_categories)}
-            group by customer_id
-        ),
-        last_txn as (
+            group by customer_id""",
+        "last_txn": f"""
             select customer_id, max(transaction_at)::date as last_txn_on
             from {stg_transactions}
             where transaction_at::date <= $as_of
-            group by customer_id
-        ),
-        risk_purchases as (
+            group by customer_id""",
+        "risk_purchases": f"""
             select t.customer_id, sum(t.amount_cny) as risk_purchases_90d
             from {stg_transactions} t
             join {products} p using (product_id)
             where t.transaction_at::date <= $as_of and t.transaction_at::date > $as_of - 90
               and t.category = 'investment' and t.direction = 'debit'
               and p.risk_level >= $risk_min
-            group by t.customer_id
-        ),
-        snapshot_dates as (
-            select distinct balance_on from {balances} where balance_on <= $as_of
-        ),
-        marks as (
-            select max(balance_on) as now_on,
-                   max(balance_on) filter (where balance_on <= $as_of - interval 3 month)
-                       as three_months_on,
-                   max(balance_on) filter (where balance_on <= $as_of - interval 12 month)
-                       as twelve_months_on
-            from snapshot_dates
-        ),
-        average_dates as (
-            -- each snapshot stands for the days until the next one (or as_of)
-            select balance_on, greatest(balance_on, $average_start) as covers_from,
-                   coalesce(lead(balance_on) over (order by balance_on), $as_of + 1)
-                       - greatest(balance_on, $average_start) as weight_days
-            from snapshot_dates
-            where balance_on >= coalesce(
-                (select max(balance_on) from snapshot_dates where balance_on <= $average_start),
-                $average_start)
-        ),
-        positions as (
-            select b.customer_id, b.balance_on, p.balance_type, p.product_family,
-                   p.product_type, p.risk_level, b.balance_cny
-            from {balances} b
-            join {products} p using (product_id)
-            where b.balance_on in (select balance_on from average_dates)
-               or b.balance_on in (select now_on from marks union all
-                                   select three_months_on from marks union all
-                                   select twelve_months_on from marks)
-        ),
-        daily_aum as (
-            select customer_id, balance_on,
-                   sum(balance_cny) filter (where balance_type = 'asset') as aum
-            from positions
-            group by customer_id, balance_on
-        ),
-        aum_average as (
-            select p.customer_id,
-                   sum(coalesce(d.aum, 0) * a.weight_days) / nullif(sum(a.weight_days), 0)
-                       as aum_avg
-            from population p
-            cross join average_dates a
-            left join daily_aum d on d.customer_id = p.customer_id and d.balance_on = a.balance_on
-            where p.opened_on is null or a.covers_from + a.weight_days::integer > p.opened_on
-            group by p.customer_id
-        ),
-        aum_before as (
-            select d.customer_id,
-                   sum(d.aum) filter (where d.balance_on = m.three_months_on) as aum_3m,
-                   sum(d.aum) filter (where d.balance_on = m.twelve_months_on) as aum_12m
-            from daily_aum d, marks m
-            group by d.customer_id
-        ),
-        holdings as (
+            group by t.customer_id""",
+        "holdings": f"""
             select customer_id,
-                   coalesce(sum(balance_cny) filter (where balance_type = 'asset'), 0) as aum,
-                   coalesce(sum(balance_cny) filter (where balance_type = 'liability'), 0)
-                       as loans,
+                   coalesce({_total(asset, "balance_cny")}, 0) as aum,
+                   coalesce({_total("balance_type = 'liability'", "balance_cny")}, 0) as loans,
                    count(*) filter (where balance_cny > 0) as products_held,
                    {family_aggregates},
                    {level_aggregates},
                    max(risk_level) filter (where balance_type = 'asset' and balance_cny > 0)
                        as highest_risk_level_held,
-                   coalesce(sum(balance_cny) filter (
-                       where balance_type = 'asset' and risk_level >= $risk_min), 0)
+                   coalesce({_total(f"{asset} and risk_level >= $risk_min", "balance_cny")}, 0)
                        as risk_assets,
                    count(*) filter (where balance_cny > 0 and product_type in
                        {_in_list(params.business_product_types)}) as business_products
-            from positions
-            where balance_on = (select now_on from marks)
-            group by customer_id
-        ),
-        event_windows as (
+            from {positions}
+            where balance_on = $now_on
+            group by customer_id""",
+        "aum_average": f"""
+            select p.customer_id,
+                   sum(coalesce(d.aum, 0) * a.weight_days) / nullif(sum(a.weight_days), 0)
+                       as aum_avg
+            from {scratch("population")} p
+            cross join {average_dates} a
+            left join {daily_aum} d on d.customer_id = p.customer_id and d.balance_on = a.balance_on
+            where p.opened_on is null or a.covers_from + a.weight_days::integer > p.opened_on
+            group by p.customer_id""",
+        "aum_before": f"""
+            select d.customer_id,
+                   sum(d.aum) filter (where d.balance_on = m.three_months_on) as aum_3m,
+                   sum(d.aum) filter (where d.balance_on = m.twelve_months_on) as aum_12m
+            from {daily_aum} d, {marks} m
+            group by d.customer_id""",
+        "event_windows": f"""
             select customer_id, {event_aggregates}
             from (
                 select customer_id, event_type, topic, $as_of - event_at::date as days_ago
@@ -401,16 +438,14 @@ def customer_features(
                 where event_at::date <= $as_of
                   and event_at::date > $as_of - {max(params.event_windows_days)}
             )
-            group by customer_id
-        ),
-        last_event as (
+            group by customer_id""",
+        "last_event": f"""
             select customer_id, max(event_at)::date as last_event_on,
                    max(event_at) filter (where event_type = 'login')::date as last_login_on
             from {events}
             where event_at::date <= $as_of
-            group by customer_id
-        ),
-        risk_answers as (
+            group by customer_id""",
+        "risk_answers": f"""
             select customer_id,
                    arg_max(risk_score, strftime(answered_on, '%Y%m%d') || questionnaire_id)
                        as risk_score,
@@ -418,9 +453,8 @@ def customer_features(
             from {questionnaires}
             where questionnaire_type = 'risk_assessment' and risk_score is not null
               and answered_on <= $as_of
-            group by customer_id
-        ),
-        nps_answers as (
+            group by customer_id""",
+        "nps_answers": f"""
             select customer_id,
                    arg_max(nps_score, strftime(answered_on, '%Y%m%d') || questionnaire_id)
                        as nps_score,
@@ -428,8 +462,49 @@ def customer_features(
             from {questionnaires}
             where questionnaire_type = 'satisfaction' and nps_score is not null
               and answered_on <= $as_of
-            group by customer_id
+            group by customer_id""",
+    }
+    # Each part is aggregated, then aligned to the population (one left join, one row per
+    # customer, in the population's order), and the parts are put side by side with POSITIONAL
+    # JOIN, which needs no hash table. Every step is one large operator, which spills to disk
+    # past the memory limit. The single query this replaced joined the population to all the
+    # parts at once, needed every part's hash table in memory together and failed instead of
+    # spilling (5M customers at memory_limit 8GB); aggregating and aligning in one query did too.
+    for part, sql in parts.items():
+        materialise(f"{part}_unaligned", sql)
+        materialise(
+            part,
+            f"""
+            select p.customer_id, x.* exclude (customer_id)
+            from {scratch("population")} p left join {scratch(f"{part}_unaligned")} x
+              using (customer_id)
+            order by p.customer_id
+            """,
         )
+        con.execute(f"drop table {scratch(f'{part}_unaligned')}")
+    misaligned = con.execute(
+        f"select count(*) from {scratch('population')} p "
+        + " ".join(f"positional join {scratch(part)} {part}" for part in parts)
+        + " where "
+        + " or ".join(f"{part}.customer_id is distinct from p.customer_id" for part in parts)
+    ).fetchall()[0][0]
+    if misaligned:  # order is preserved by preserve_insertion_order; never expected
+        raise RuntimeError(f"customer_features: {misaligned} rows out of line between its parts")
+    aliases = {
+        "txn_windows": "t",
+        "salary": "s",
+        "last_txn": "l",
+        "risk_purchases": "r",
+        "holdings": "h",
+        "aum_average": "v",
+        "aum_before": "b",
+        "event_windows": "e",
+        "last_event": "le",
+        "risk_answers": "ra",
+        "nps_answers": "na",
+    }
+    return con.sql(
+        f"""
         select p.customer_id, $as_of::date as as_of,
                p.age_years, p.tenure_days, p.opened_on, p.gender, p.occupation,
                p.marital_status, p.children_count
@@ -437,7 +512,7 @@ def customer_features(
                {", ".join(txn_columns)},
                l.last_txn_on,
                $as_of - l.last_txn_on as days_since_last_txn,
-               {_when(has_holdings, "(select now_on from marks)")} as balance_on,
+               {_when(has_holdings, "$now_on::date")} as balance_on,
                {_when(has_holdings, "h.aum", "0")}::{_MONEY} as aum_cny,
                {_when(has_holdings, "h.loans", "0")}::{_MONEY} as loan_balance_cny,
                {_when(has_holdings, "round(v.aum_avg, 2)", "0")}::{_MONEY} as aum_avg_cny,
@@ -467,25 +542,10 @@ def customer_features(
                ra.risk_assessed_on <= $as_of - interval {params.questionnaire_valid_months} month
                    as risk_assessment_expired,
                na.nps_score, na.nps_answered_on
-        from population p
-        left join txn_windows t using (customer_id)
-        left join salary s using (customer_id)
-        left join last_txn l using (customer_id)
-        left join risk_purchases r using (customer_id)
-        left join holdings h using (customer_id)
-        left join aum_average v using (customer_id)
-        left join aum_before b using (customer_id)
-        left join event_windows e using (customer_id)
-        left join last_event le using (customer_id)
-        left join risk_answers ra using (customer_id)
-        left join nps_answers na using (customer_id)
-        order by p.customer_id
+        from {scratch("population")} p
+        {" ".join(f"positional join {scratch(part)} {aliases[part]}" for part in parts)}
         """,
-        params={
-            "as_of": as_of,
-            "average_start": average_start,
-            "risk_min": params.risk_asset_min_level,
-        },
+        params={"as_of": as_of, "now_on": values["now_on"]},
     )
 
 

@@ -14,6 +14,7 @@ import polars as pl
 
 from pipeline.config import CustomerFeaturesParams
 from transforms.customer_features import customer_features
+from transforms.scratch import drop_scratch
 
 SOURCES = ("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires")
 
@@ -134,6 +135,7 @@ def features_at(
     )
     con.execute(f"drop table if exists {table}")
     relation.to_table(table)
+    drop_scratch(con, "customer_features")
     return table
 
 
