@@ -50,6 +50,7 @@ from transforms.snapshots import (
     feature_sources,
     features_at,
     month_end_snapshots,
+    scoring_batches,
     seeded_order,
     training_sample,
 )
@@ -267,38 +268,42 @@ def churn_scores(
     model = artifact.load()
 
     columns = ", ".join(f"{quote(c)}::double as {quote(c)}" for c in params.features)
-    frame = con.sql(
-        f"select customer_id, {columns} from {customer_features} order by customer_id"
-    ).pl()
-    x = feature_matrix(frame, params.features)
-    probability = model.predict(x)
-    cuts = [b.min_probability for b in params.risk_bands]
-    # cut-offs fall to 0: the band is the first cut-off the probability reaches
-    band_index = np.minimum(
-        (probability[:, None] < np.array(cuts)[None, :]).sum(axis=1), len(cuts) - 1
-    )
-    bands = np.array([b.code for b in params.risk_bands])[band_index]
-    explain = np.isin(bands, params.reason_codes_for)
-    reason_index = np.full((len(x), 3), -1)
-    contribution = np.zeros((len(x), 3))
-    if explain.any():
-        reason_index[explain], contribution[explain] = model.reasons(x[explain])
+    cuts = np.array([b.min_probability for b in params.risk_bands])
+    codes = np.array([b.code for b in params.risk_bands])
     names = np.array([*params.features, ""], dtype=object)
-    scored = frame.select("customer_id").with_columns(
-        as_of=pl.lit(as_of),
-        churn_probability=pl.Series(probability),
-        churn_risk_band=pl.Series(bands, dtype=pl.String),
-    )
-    for k in range(3):
-        index = reason_index[:, k]
-        value = np.where(index >= 0, x[np.arange(len(x)), np.maximum(index, 0)], np.nan)
-        scored = scored.with_columns(
-            pl.Series(f"reason_{k + 1}", names[index], dtype=pl.String).replace("", None),
-            pl.Series(f"reason_{k + 1}_value", value).fill_nan(None),
-            pl.Series(
-                f"reason_{k + 1}_contribution", np.where(index >= 0, contribution[:, k], np.nan)
-            ).fill_nan(None),
+    batches = []  # scored a batch at a time: one batch's feature matrix in memory, not all
+    for frame, x in scoring_batches(
+        con,
+        f"select customer_id, {columns} from {customer_features} order by customer_id",
+        params.features,
+    ):
+        probability = model.predict(x)
+        # cut-offs fall to 0: the band is the first cut-off the probability reaches
+        bands = codes[np.minimum((probability[:, None] < cuts[None, :]).sum(axis=1), len(cuts) - 1)]
+        explain = np.isin(bands, params.reason_codes_for)
+        reason_index = np.full((len(x), 3), -1)
+        contribution = np.zeros((len(x), 3))
+        if explain.any():
+            reason_index[explain], contribution[explain] = model.reasons(x[explain])
+        scored = frame.select("customer_id").with_columns(
+            as_of=pl.lit(as_of),
+            churn_probability=pl.Series(probability, dtype=pl.Float64),
+            churn_risk_band=pl.Series(bands, dtype=pl.String),
         )
+        for k in range(3):
+            index = reason_index[:, k]
+            value = np.where(index >= 0, x[np.arange(len(x)), np.maximum(index, 0)], np.nan)
+            scored = scored.with_columns(
+                pl.Series(f"reason_{k + 1}", names[index], dtype=pl.String).replace("", None),
+                pl.Series(f"reason_{k + 1}_value", value, dtype=pl.Float64).fill_nan(None),
+                pl.Series(
+                    f"reason_{k + 1}_contribution",
+                    np.where(index >= 0, contribution[:, k], np.nan),
+                    dtype=pl.Float64,
+                ).fill_nan(None),
+            )
+        batches.append(scored)
+    scored = pl.concat(batches) if batches else _no_scores(as_of)
     scored = scored.with_columns(
         reason_text=pl.concat_str(
             [
@@ -341,6 +346,16 @@ def churn_scores(
         "churn_scores": con.from_arrow(scored.to_arrow()),
         MODEL_FITS: con.from_arrow(fits.to_arrow()),
     }
+
+
+def _no_scores(as_of: date) -> pl.DataFrame:
+    """The scored columns of a bank with no customers."""
+    schema = {"customer_id": pl.String, "as_of": pl.Date, "churn_probability": pl.Float64}
+    schema["churn_risk_band"] = pl.String
+    for k in (1, 2, 3):
+        schema |= {f"reason_{k}": pl.String, f"reason_{k}_value": pl.Float64}
+        schema[f"reason_{k}_contribution"] = pl.Float64
+    return pl.DataFrame(schema=schema)
 
 
 def expectations(params: ChurnParams) -> list[Check]:

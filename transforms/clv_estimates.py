@@ -50,6 +50,7 @@ from pipeline.config import ClvParams
 from pipeline.errors import InputError
 from pipeline.expectations import Check, between
 from transforms.model_fits import MODEL_FITS, fit_rows
+from transforms.scratch import scratch_table
 from transforms.staging import literal
 
 
@@ -101,6 +102,7 @@ def purchase_summary(
 
 # bump when the saved fits or their metadata change shape: older artifacts are then not reused
 ARTIFACT_FORMAT = 1
+MODELLED = scratch_table("clv_estimates", "modelled")  # the fitted figures per customer
 
 
 def _fit(con, stg_transactions, summary: pl.DataFrame, params: ClvParams, as_of, context):
@@ -189,7 +191,7 @@ def clv_estimates(
         expected_value_cny=pl.Series(per_transaction).round(2),
         clv_cny=pl.Series(expected * per_transaction).round(2),
     )
-    con.register("clv_modelled", modelled.to_arrow())
+    con.register(MODELLED, modelled.to_arrow())
     estimates = con.sql(
         f"""
         select f.customer_id, $as_of::date as as_of,
@@ -200,7 +202,7 @@ def clv_estimates(
                m.clv_cny::decimal(18, 2) as clv_cny,
                m.customer_id is not null as is_modelled
         from {customer_features} f
-        left join clv_modelled m using (customer_id)
+        left join {MODELLED} m using (customer_id)
         order by f.customer_id
         """,
         params={"as_of": as_of},

@@ -51,12 +51,14 @@ from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProdu
 from pipeline.errors import ConfigError
 from pipeline.expectations import Check, between, not_null
 from transforms.rules import rule_sql
+from transforms.scratch import scratch_table
 from transforms.snapshots import (
     feature_matrix,
     feature_sources,
     features_at,
     holdings_on,
     month_end_snapshots,
+    scoring_batches,
     seeded_order,
     training_sample,
 )
@@ -64,6 +66,12 @@ from transforms.staging import literal, quote
 
 EXCLUSIONS = ("already_held", "tier_not_eligible", "no_valid_questionnaire", "risk_above_class")
 PROPENSITY_FORMAT = 1
+# scratch tables of a run (dropped after the stage): what each customer holds on as_of, his
+# basket, the propensity scores and every candidate with its exclusion
+HELD, BASKETS, PROPENSITY, CANDIDATES = (
+    scratch_table("next_best_products", part)
+    for part in ("held", "baskets", "propensity", "candidates")
+)
 
 
 def _signal_sql(params: NextBestProductParams, features: str, columns: set[str]) -> str:
@@ -218,40 +226,44 @@ def next_best_products(
     # what each customer holds on as_of, read once: the propensity models skip held products
     # (never recommended), the rules match baskets, suitability excludes held pairs
     con.execute(
-        f"create or replace temp table nbp_held as {holdings_on(stg_balances, '$as_of')}",
+        f"create or replace temp table {HELD} as {holdings_on(stg_balances, '$as_of')}",
         {"as_of": as_of},
     )
     con.execute(
         f"""
-        create or replace temp table nbp_baskets as
+        create or replace temp table {BASKETS} as
         select f.customer_id, coalesce(h.held, []) as held
         from {customer_features} f left join (
             select customer_id, list(product_id order by product_id) as held
-            from nbp_held group by customer_id
+            from {HELD} group by customer_id
         ) h using (customer_id)
         """
     )
-    frame = con.sql(
+    by_product = {product: [] for product in sorted(models.models)}
+    for frame, x in scoring_batches(  # one batch's feature matrix in memory at a time
+        con,
         f"""
         select f.customer_id, {feature_list}, b.held
-        from {customer_features} f join nbp_baskets b using (customer_id)
+        from {customer_features} f join {BASKETS} b using (customer_id)
         order by f.customer_id
-        """
-    ).pl()
-    x = feature_matrix(frame, params.propensity.features)
-    x[:, models.empty] = 0.0
-    scored = []
-    for product in sorted(models.models):
-        open_to = ~frame["held"].list.contains(product).to_numpy()
-        scored.append(
-            pl.DataFrame(
-                {
-                    "customer_id": frame["customer_id"].filter(open_to),
-                    "product_id": product,
-                    "propensity": models.predict(product, x[open_to]),
-                }
+        """,
+        params.propensity.features,
+    ):
+        x[:, models.empty] = 0.0
+        for product, batches in by_product.items():
+            open_to = ~frame["held"].list.contains(product).to_numpy()
+            if not open_to.any():  # everyone in the batch holds it
+                continue
+            batches.append(
+                pl.DataFrame(
+                    {
+                        "customer_id": frame["customer_id"].filter(open_to),
+                        "product_id": product,
+                        "propensity": models.predict(product, x[open_to]),
+                    }
+                )
             )
-        )
+    scored = [batch for batches in by_product.values() for batch in batches]
     propensity = (
         pl.concat(scored)
         if scored
@@ -259,16 +271,16 @@ def next_best_products(
             schema={"customer_id": pl.String, "product_id": pl.String, "propensity": pl.Float64}
         )
     )
-    con.register("nbp_propensity", propensity.to_arrow())
+    con.register(PROPENSITY, propensity.to_arrow())
 
     tiers = aum_tiers or "(select null::varchar as customer_id, null::varchar as service_tier)"
     tier_order = [t.code for t in aum_tiers_params.tiers] + [aum_tiers_params.private_banking.code]
     weights = params.weights
     con.execute(
         f"""
-        create or replace temp table nbp_candidates as
-        with held as (from nbp_held),
-        baskets as (from nbp_baskets),
+        create or replace temp table {CANDIDATES} as
+        with held as (from {HELD}),
+        baskets as (from {BASKETS}),
         distinct_baskets as (select distinct held from baskets),
         rule_hits as (  -- per distinct basket: the strongest rule per product not held
             select b.held, r.consequent as product_id,
@@ -299,7 +311,7 @@ def next_best_products(
             select customer_id, product_id, r.rule_confidence, r.rule_antecedent,
                    r.rule_lift, r.rule_score, p.propensity, s.signal_score, s.signal_reason
             from rules r
-            full join nbp_propensity p using (customer_id, product_id)
+            full join {PROPENSITY} p using (customer_id, product_id)
             full join signals s using (customer_id, product_id)
         )
         select b.*,
@@ -343,7 +355,7 @@ def next_best_products(
     )
     counts = dict(
         con.execute(
-            "select coalesce(exclusion, 'passed'), count(*) from nbp_candidates group by all"
+            f"select coalesce(exclusion, 'passed'), count(*) from {CANDIDATES} group by all"
         ).fetchall()
     )
     context.detail["candidates"] = sum(counts.values())
@@ -354,7 +366,7 @@ def next_best_products(
         with ranked as (
             select *, row_number() over (
                 partition by customer_id order by score desc, product_id) as rank
-            from nbp_candidates where exclusion is null
+            from {CANDIDATES} where exclusion is null
         )
         select customer_id, $as_of::date as as_of, rank::integer as rank, product_id,
                product_name, round(score, 6) as score, sources,

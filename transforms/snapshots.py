@@ -43,6 +43,22 @@ def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
     return np.array(frame.select(pl.col(features).cast(pl.Float64)).to_numpy(), order="C")
 
 
+SCORING_BATCH_ROWS = 122_880  # DuckDB's largest Arrow batch
+
+
+def scoring_batches(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    features: list[str],
+) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
+    """The rows of `sql` in order, SCORING_BATCH_ROWS at a time, each as (frame,
+    feature_matrix): scoring holds one batch's features in memory, not the whole bank's. The
+    query streams: run nothing else on `con` until the batches are exhausted."""
+    for batch in con.sql(sql).to_arrow_reader(SCORING_BATCH_ROWS):
+        frame = pl.from_arrow(batch)
+        yield frame, feature_matrix(frame, features)
+
+
 def seeded_order(seed: int, *keys: str) -> str:
     """SQL ORDER BY terms that shuffle rows by a seeded hash of `keys` (ties broken by the keys):
     the first n rows in this order are a random sample that is the same on every run with the
