@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +37,26 @@ def parquet_view(path: Path) -> str:
     return f"select * from read_parquet({literal(str(path))}, hive_partitioning = false)"
 
 
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def share_of_memory_limit(limit: str, parts: int) -> str:
+    """A DuckDB memory_limit ("8GB", "512MiB") divided among `parts` processes, so that
+    together they stay within it; a form this does not know is passed on whole."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b)?\s*", limit, re.IGNORECASE)
+    if not match or (match.group(2) or "").lower() not in _UNITS:
+        return limit
+    total = float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    return f"{max(int(total / parts) // 2**20, 64)}MiB"
+
+
 def validate(
     tables: dict[str, Path | str],
     suites: dict[str, list[Check]],
     work: Path,
     workers: int | None = None,
+    memory_limit: str | None = None,
 ) -> tuple[list[dict], dict[str, str]]:
     """One result per check (table, check, severity, success, unexpected_count, examples) and
     GX's Data Docs page per table (HTML, as GX renders it). A table is a Parquet file or SQL;
@@ -48,7 +64,9 @@ def validate(
 
     The tables are shared out among `workers` child processes (default: one per core, at most
     2), each with its own DuckDB file of views; GX's cost is mostly per table, so two children
-    on two cores take about half the time. Results come back in the order of `suites`."""
+    on two cores take about half the time. The children's DuckDB share `memory_limit` (each gets
+    its part; without one, DuckDB would take 80% of the machine in each). Results come back in
+    the order of `suites`."""
     work.mkdir(parents=True, exist_ok=True)
     count = max(1, min(workers or min(os.cpu_count() or 1, 2), len(suites)))
     groups: list[list[str]] = [[] for _ in range(count)]
@@ -77,6 +95,7 @@ def validate(
                     "output": str(folder / "results.json"),
                     "pages": str(work / "pages"),
                     "suites": {t: [c.as_dict() for c in suites[t]] for t in group},
+                    "memory_limit": memory_limit and share_of_memory_limit(memory_limit, count),
                 }
             )
         )
@@ -195,8 +214,11 @@ def _run(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    engine = {"memory_limit": spec["memory_limit"]} if spec.get("memory_limit") else {}
     source = context.data_sources.add_sql(
-        name="run", connection_string=f"duckdb:///{spec['database']}"
+        name="run",
+        connection_string=f"duckdb:///{spec['database']}",
+        kwargs={"connect_args": {"config": engine}},
     )
     pages = Path(spec["pages"])
     pages.mkdir(parents=True, exist_ok=True)

@@ -212,6 +212,10 @@ def _publish(
                 None,
             )
             customers = _customer_count(con, config, as_of, features)
+            # the outputs are written; free the run's memory for the validation children
+            for tables in outputs.values():
+                for temp in tables.values():
+                    con.execute(f"drop table if exists {temp}")
             inputs = _input_checks(config, as_of, known_on, incremental=True)
             _validate(config, as_of, run_id, staged, reporter, customers, inputs)
             mark_checked(inputs)
@@ -333,7 +337,7 @@ def _validate(
             tables[earlier_table(item.table)] = staged_files_sql(item.earlier_files)
     work = config.paths.temp / f"validate-{run_id}"
     try:
-        checked, pages = validate(tables, suites, work)
+        checked, pages = validate(tables, suites, work, memory_limit=config.engine.memory_limit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     folder = config.paths.warehouse / "validations"

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.errors import EXIT_VALIDATION, ValidationFailed
 from pipeline.expectations import between, in_set, key_checks
-from pipeline.gx_gate import validate
+from pipeline.gx_gate import share_of_memory_limit, validate
 from pipeline.registry import STAGES, STAGES_BY_NAME
 from pipeline.runner import run_stages, suite_for
 from tests.conftest import quiet
@@ -354,3 +354,21 @@ def test_the_gate_checks_each_staged_partition_once(small_bank, tmp_path):
     changed = plan(staging, as_of, suites, incremental=True)  # pii columns differ from config
     transactions = next(i for i in changed if i.source == "transactions")
     assert transactions.new_files == files and transactions.earlier_files == []
+
+
+def test_the_validation_children_share_the_engine_memory_limit(tmp_path):
+    """Each of the two GX children runs its DuckDB under half of engine.memory_limit (read back
+    by a view the child evaluates); without a limit each would take 80% of the machine."""
+    probe = "select current_setting('memory_limit') as memory_limit"
+    checks = [in_set("memory_limit", ["1.0 GiB"])]
+    results, _ = validate(
+        {"first": probe, "second": probe},
+        {"first": checks, "second": checks},
+        tmp_path / "work",
+        workers=2,
+        memory_limit="2GiB",
+    )
+    assert [(r["table"], r["success"]) for r in results] == [("first", True), ("second", True)]
+    assert share_of_memory_limit("8GB", 2) == "3814MiB"  # 4e9 bytes
+    assert share_of_memory_limit("64MB", 4) == "64MiB"  # never below 64 MiB
+    assert share_of_memory_limit("80%", 2) == "80%"  # a form it does not know: passed on
