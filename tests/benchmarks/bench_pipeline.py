@@ -60,8 +60,16 @@ def _phase(name: str, args: list[str], env: dict[str, str]) -> dict:
     )
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
-        sys.stderr.write(completed.stderr[-5000:])
-        raise SystemExit(f"{name} failed with exit code {completed.returncode}")
+        # every stage that finished before the failure, then the end of the log
+        finished = [
+            line
+            for line in completed.stderr.splitlines()
+            if '"event": "stage_finished"' in line or '"event": "extract_loaded"' in line
+        ]
+        sys.stderr.write("\n".join(finished) + "\n" + completed.stderr[-5000:])
+        raise SystemExit(
+            f"{name} failed with exit code {completed.returncode} after {seconds:.1f} s"
+        )
     log = [json.loads(line) for line in completed.stderr.splitlines() if line.startswith("{")]
     peak_kib = next(r["kib"] for r in log if r["event"] == "bench_peak_rss")
     return {
