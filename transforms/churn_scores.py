@@ -303,7 +303,7 @@ def churn_scores(
                 ).fill_nan(None),
             )
         batches.append(scored)
-    scored = pl.concat(batches) if batches else _no_scores(as_of)
+    scored = pl.concat(batches) if batches else _no_scores()
     scored = scored.with_columns(
         reason_text=pl.concat_str(
             [
@@ -348,13 +348,13 @@ def churn_scores(
     }
 
 
-def _no_scores(as_of: date) -> pl.DataFrame:
+def _no_scores() -> pl.DataFrame:
     """The scored columns of a bank with no customers."""
-    schema = {"customer_id": pl.String, "as_of": pl.Date, "churn_probability": pl.Float64}
-    schema["churn_risk_band"] = pl.String
+    schema = {"customer_id": pl.String, "as_of": pl.Date}
+    schema |= {"churn_probability": pl.Float64, "churn_risk_band": pl.String}
     for k in (1, 2, 3):
         schema |= {f"reason_{k}": pl.String, f"reason_{k}_value": pl.Float64}
-        schema[f"reason_{k}_contribution"] = pl.Float64
+        schema |= {f"reason_{k}_contribution": pl.Float64}
     return pl.DataFrame(schema=schema)
 
 
