@@ -308,7 +308,7 @@ def customer_features(
         )
 
     # Shared steps, each materialised once: the population in customer_id order, the balance
-    # dates, and the positions (balances x products) on those dates.
+    # dates, and each customer's AUM on those dates.
     materialise("population", f"{population} order by customer_id")
     materialise(
         "snapshot_dates",
@@ -341,27 +341,21 @@ def customer_features(
     )
     marks, average_dates = scratch("marks"), scratch("average_dates")
     values["now_on"] = con.execute(f"select now_on from {marks}").fetchall()[0][0]
+    # AUM per customer and balance date, summed straight from balances x products: only the
+    # holdings part needs each position's product attributes, and only on now_on (at 5M
+    # customers the positions of every averaged date were 140M wide rows to materialise)
     materialise(
-        "positions",
+        "daily_aum",
         f"""
-        select b.customer_id, b.balance_on, p.balance_type, p.product_family,
-               p.product_type, p.risk_level, b.balance_cny
+        select b.customer_id, b.balance_on,
+               sum(b.balance_cny) filter (where p.balance_type = 'asset') as aum
         from {balances} b
         join {products} p using (product_id)
         where b.balance_on in (select balance_on from {average_dates})
            or b.balance_on in (select now_on from {marks} union all
                                select three_months_on from {marks} union all
                                select twelve_months_on from {marks})
-        """,
-    )
-    positions = scratch("positions")
-    materialise(
-        "daily_aum",
-        f"""
-        select customer_id, balance_on,
-               sum(balance_cny) filter (where balance_type = 'asset') as aum
-        from {positions}
-        group by customer_id, balance_on
+        group by b.customer_id, b.balance_on
         """,
     )
     daily_aum = scratch("daily_aum")
@@ -412,8 +406,13 @@ def customer_features(
                        as risk_assets,
                    count(*) filter (where balance_cny > 0 and product_type in
                        {_in_list(params.business_product_types)}) as business_products
-            from {positions}
-            where balance_on = $now_on
+            from (
+                select b.customer_id, p.balance_type, p.product_family, p.product_type,
+                       p.risk_level, b.balance_cny
+                from {balances} b
+                join {products} p using (product_id)
+                where b.balance_on = $now_on
+            )
             group by customer_id""",
         "aum_average": f"""
             select p.customer_id,
