@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pipeline
 from pipeline.artifacts import ArtifactStore, StageContext
 from pipeline.config import Config
-from pipeline.engine import connect
+from pipeline.engine import connect, discard
 from pipeline.errors import CustsegError, UsageError, ValidationFailed
 from pipeline.expectations import (
     Check,
@@ -127,7 +127,8 @@ def run_stages(
         run_id=run_id,
         as_of=as_of,
     )
-    con = connect(config)
+    database = config.paths.temp / f"run-{run_id}.duckdb"  # the run's tables; removed below
+    con = connect(config, database)
     error: CustsegError | Exception | None = None
     computed: dict[str, str] = {}  # table -> temp table holding this run's output
     outputs: dict[str, dict[str, str]] = {}  # stage -> every table it produced -> temp table
@@ -155,6 +156,7 @@ def run_stages(
                 result.status = "failed"
     finally:
         con.close()
+        discard(database)
     manifest = RunManifest(
         run_id=run_id,
         as_of=as_of.isoformat(),
