@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -165,7 +167,7 @@ def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
 
     broken = [
         STAGES_BY_NAME["customer_features"],
-        dataclasses.replace(original, transform=duplicated),
+        dataclasses.dataclasses.replace(original, transform=duplicated),
     ]
     with pytest.raises(ValidationFailed) as caught:
         run_stages(config, config.generate.end_on, broken, quiet())
@@ -178,6 +180,47 @@ def test_one_stage_reruns_from_published_upstream(small_bank):
     config, _, _ = small_bank
     manifest = run_stages(config, config.generate.end_on, [STAGES_BY_NAME["rfm_scores"]], quiet())
     assert [s.status for s in manifest.stages] == ["ok"]
+
+
+def test_the_run_keeps_its_tables_in_a_file_it_removes_afterwards(small_bank):
+    """The run's database is a file in paths.temp (its tables can be evicted from memory
+    without being written out), and neither a good nor a failed run leaves it behind."""
+    config, _, _ = small_bank
+    original = STAGES_BY_NAME["rfm_scores"]
+    seen = []
+
+    @functools.wraps(original.transform)  # the runner passes inputs by its signature
+    def recording(con, **inputs):
+        seen.append(
+            con.sql(
+                "select path from duckdb_databases() where database_name = current_database()"
+            ).fetchall()[0][0]
+        )
+        return original.transform(con, **inputs)
+
+    @functools.wraps(original.transform)
+    def failing(con, **inputs):
+        recording(con, **inputs)
+        raise RuntimeError("stage failed")
+
+    run_stages(
+        config,
+        config.generate.end_on,
+        [dataclasses.replace(original, transform=recording)],
+        quiet(),
+    )
+    assert not list(config.paths.temp.glob("run-*.duckdb*"))
+    with pytest.raises(RuntimeError, match="stage failed"):
+        run_stages(
+            config,
+            config.generate.end_on,
+            [dataclasses.replace(original, transform=failing)],
+            quiet(),
+        )
+    assert not list(config.paths.temp.glob("run-*.duckdb*"))
+    assert len(seen) == 2
+    for path in map(Path, seen):
+        assert path.parent == config.paths.temp.resolve() and path.name.startswith("run-")
 
 
 def test_a_stage_without_its_upstream_output_is_a_usage_error(tmp_path, small_bank):
