@@ -167,7 +167,7 @@ def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
 
     broken = [
         STAGES_BY_NAME["customer_features"],
-        dataclasses.dataclasses.replace(original, transform=duplicated),
+        dataclasses.replace(original, transform=duplicated),
     ]
     with pytest.raises(ValidationFailed) as caught:
         run_stages(config, config.generate.end_on, broken, quiet())
