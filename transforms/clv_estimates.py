@@ -53,6 +53,8 @@ from transforms.model_fits import MODEL_FITS, fit_rows
 from transforms.scratch import scratch_table
 from transforms.staging import literal
 
+DAYS = scratch_table("clv_estimates", "days")  # per customer, each day with a transaction
+
 
 def purchase_summary(
     con: duckdb.DuckDBPyConnection,
@@ -66,38 +68,47 @@ def purchase_summary(
     repeat mean value, and the transaction days in (end, holdout_end] when given."""
     unit = 7.0 if params.time_unit == "weeks" else 1.0
     passive = ", ".join(literal(c) for c in params.passive_categories)
-    return con.sql(
+    # two steps, each one operator that spills on its own (as one query with the days as a
+    # CTE read twice, it failed to pin memory at 5M customers under a 2 GB limit): the
+    # transaction days, then one pass over them per customer for both windows
+    con.execute(
         f"""
-        with days as (
-            select customer_id, transaction_at::date as day, sum(amount_cny) as value
-            from {stg_transactions}
-            where transaction_at::date >= $start
-              and transaction_at::date <= coalesce($holdout_end, $end)
-              and coalesce(category, '') not in ({passive})
-            group by all
-        ),
-        calibration as (
-            select customer_id, count(*) - 1 as x, min(day) as first_day, max(day) as last_day,
-                   (sum(value) - arg_min(value, day)) / nullif(count(*) - 1, 0)
-                       as repeat_mean_value
-            from days where day <= $end
-            group by customer_id
-        ),
-        later as (
-            select customer_id, count(*) as holdout_transactions
-            from days where day > $end
-            group by customer_id
-        )
-        select c.customer_id, c.x::double as x,
-               (c.last_day - c.first_day) / {unit} as t_x,
-               ($end - c.first_day + 1) / {unit} as age,
-               c.repeat_mean_value::double as repeat_mean_value,
-               coalesce(l.holdout_transactions, 0)::double as holdout_transactions
-        from calibration c left join later l using (customer_id)
-        order by c.customer_id
+        create or replace temp table {DAYS} as
+        select customer_id, transaction_at::date as day, sum(amount_cny) as value
+        from {stg_transactions}
+        where transaction_at::date >= $start
+          and transaction_at::date <= coalesce($holdout_end, $end)
+          and coalesce(category, '') not in ({passive})
+        group by all
         """,
-        params={"start": start, "end": end, "holdout_end": holdout_end},
+        {"start": start, "end": end, "holdout_end": holdout_end},
+    )
+    summary = con.sql(
+        f"""
+        select customer_id, x::double as x,
+               (last_day - first_day) / {unit} as t_x,
+               ($end - first_day + 1) / {unit} as age,
+               repeat_mean_value::double as repeat_mean_value,
+               holdout_transactions::double as holdout_transactions
+        from (
+            select customer_id,
+                   count(*) filter (where day <= $end) - 1 as x,
+                   min(day) filter (where day <= $end) as first_day,
+                   max(day) filter (where day <= $end) as last_day,
+                   (sum(value) filter (where day <= $end)
+                    - arg_min(value, day) filter (where day <= $end))
+                       / nullif(count(*) filter (where day <= $end) - 1, 0) as repeat_mean_value,
+                   count(*) filter (where day > $end) as holdout_transactions
+            from {DAYS}
+            group by customer_id
+            having count(*) filter (where day <= $end) > 0
+        )
+        order by customer_id
+        """,
+        params={"end": end},
     ).pl()
+    con.execute(f"drop table {DAYS}")
+    return summary
 
 
 # bump when the saved fits or their metadata change shape: older artifacts are then not reused
