@@ -44,7 +44,7 @@ class Paths(Block):
 
 class Engine(Block):
     threads: int | None = Field(None, ge=1, description="DuckDB threads; null = all cores")
-    memory_limit: str = Field("8GB", description="DuckDB memory limit; beyond it DuckDB spills")
+    memory_limit: str = Field("4GB", description="DuckDB memory limit; beyond it DuckDB spills")
 
 
 class Privacy(Block):
