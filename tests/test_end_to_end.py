@@ -203,21 +203,20 @@ def test_the_run_keeps_its_tables_in_a_file_it_removes_afterwards(small_bank):
         recording(con, **inputs)
         raise RuntimeError("stage failed")
 
-    run_stages(
-        config,
-        config.generate.end_on,
-        [dataclasses.replace(original, transform=recording)],
-        quiet(),
-    )
-    assert not list(config.paths.temp.glob("run-*.duckdb*"))
+    def run_leaving_no_database(transform):
+        try:
+            run_stages(
+                config,
+                config.generate.end_on,
+                [dataclasses.replace(original, transform=transform)],
+                quiet(),
+            )
+        finally:
+            assert not list(config.paths.temp.glob("run-*.duckdb*"))
+
+    run_leaving_no_database(recording)
     with pytest.raises(RuntimeError, match="stage failed"):
-        run_stages(
-            config,
-            config.generate.end_on,
-            [dataclasses.replace(original, transform=failing)],
-            quiet(),
-        )
-    assert not list(config.paths.temp.glob("run-*.duckdb*"))
+        run_leaving_no_database(failing)
     assert len(seen) == 2
     for path in map(Path, seen):
         assert path.parent == config.paths.temp.resolve() and path.name.startswith("run-")

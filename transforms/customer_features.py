@@ -342,8 +342,8 @@ def customer_features(
     marks, average_dates = scratch("marks"), scratch("average_dates")
     values["now_on"] = con.execute(f"select now_on from {marks}").fetchall()[0][0]
     # AUM per customer and balance date, summed straight from balances x products: only the
-    # holdings part needs each position's product attributes, and only on now_on (at 5M
-    # customers the positions of every averaged date were 140M wide rows to materialise)
+    # holdings part needs each position's product attributes, and only on now_on (a table of
+    # every averaged date's positions with those attributes was the widest scratch at 5M)
     materialise(
         "daily_aum",
         f"""
