@@ -7,8 +7,9 @@ import weakref
 
 import duckdb
 import pyarrow as pa
+import pytest
 
-from transforms.scratch import drop_scratch, scratch_table
+from transforms.scratch import align, check_aligned, drop_scratch, scratch_table
 
 
 def test_drop_scratch_removes_only_the_stage_s_tables_views_and_frames():
@@ -35,3 +36,38 @@ def test_drop_scratch_removes_only_the_stage_s_tables_views_and_frames():
     assert drop_scratch(con, "churn_scores") == []
     gc.collect()
     assert released() is None  # the registered frame's memory is free
+
+
+def test_align_puts_a_source_in_the_population_s_order_with_nulls_where_it_has_no_row():
+    con = duckdb.connect()
+    con.execute("set threads = 4")
+    con.execute(
+        "create table population as select 'c' || lpad(i::varchar, 6, '0') as customer_id "
+        "from range(50000) t(i) order by customer_id"
+    )
+    # the source in another order, every third customer missing, and larger than the
+    # population (customers not in it), so the join builds on the population's side
+    con.execute(
+        "create table source as select customer_id, hash(customer_id) as value from population "
+        "where hash(customer_id) % 3 <> 0 "
+        "union all select 'x' || i, i from range(60000) t(i) order by value"
+    )
+    align(con, "population", "aligned", "source")
+    check_aligned(con, "stage", "population", ["aligned"])  # does not raise
+
+    got = con.execute("select customer_id, value from aligned").fetchall()
+    expected = con.execute(
+        "select customer_id, case when hash(customer_id) % 3 <> 0 then hash(customer_id) end "
+        "from population"
+    ).fetchall()
+    assert got == expected
+
+
+def test_check_aligned_names_the_stage_when_a_part_is_out_of_line():
+    con = duckdb.connect()
+    con.execute("create table population as select * from (values ('a'), ('b')) t(customer_id)")
+    con.execute("create table swapped as select * from (values ('b'), ('a')) t(customer_id)")
+    con.execute("create table short as select * from (values ('a')) t(customer_id)")
+    for part in ("swapped", "short"):
+        with pytest.raises(RuntimeError, match="segments: .* rows out of line"):
+            check_aligned(con, "segments", "population", [part])

@@ -135,6 +135,13 @@ def test_changes_against_the_previous_run(con):
     assert first["A"]["previous_as_of"] is None and first["A"]["changed_dimensions"] is None
 
 
+def test_inputs_in_any_order_give_the_same_rows_in_customer_id_order(con):
+    shuffled = dict(reversed(list(CURRENT.items())))  # every input table in C, B, A order
+    again = run_segments(con, shuffled, previous="previous_segments").pl()
+    assert again["customer_id"].to_list() == ["A", "B", "C"]
+    assert again.equals(con.table("current_segments").pl())
+
+
 def test_migration_matrix_totals_match_both_runs(con):
     relation = segment_migrations(
         con,

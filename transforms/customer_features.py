@@ -66,7 +66,7 @@ import duckdb
 
 from pipeline.config import CustomerFeaturesParams
 from pipeline.expectations import Check, between
-from transforms.scratch import scratch_table
+from transforms.scratch import align, check_aligned, scratch_table
 from transforms.sources import (
     CATEGORIES,
     CHANNELS,
@@ -463,32 +463,15 @@ def customer_features(
               and answered_on <= $as_of
             group by customer_id""",
     }
-    # Each part is aggregated, then aligned to the population (one left join, one row per
-    # customer, in the population's order), and the parts are put side by side with POSITIONAL
-    # JOIN, which needs no hash table. Every step is one large operator, which spills to disk
-    # past the memory limit. The single query this replaced joined the population to all the
-    # parts at once, needed every part's hash table in memory together and failed instead of
-    # spilling (5M customers at memory_limit 8GB); aggregating and aligning in one query did too.
+    # Each part is aggregated, then aligned to the population (transforms/scratch.py: one left
+    # join per part, in the population's order), and the parts are put side by side with
+    # POSITIONAL JOIN. Every step is one large operator, which spills to disk past the memory
+    # limit; aggregating and aligning in one query failed instead (5M customers, 8GB).
     for part, sql in parts.items():
         materialise(f"{part}_unaligned", sql)
-        materialise(
-            part,
-            f"""
-            select p.customer_id, x.* exclude (customer_id)
-            from {scratch("population")} p left join {scratch(f"{part}_unaligned")} x
-              using (customer_id)
-            order by p.customer_id
-            """,
-        )
+        align(con, scratch("population"), scratch(part), scratch(f"{part}_unaligned"))
         con.execute(f"drop table {scratch(f'{part}_unaligned')}")
-    misaligned = con.execute(
-        f"select count(*) from {scratch('population')} p "
-        + " ".join(f"positional join {scratch(part)} {part}" for part in parts)
-        + " where "
-        + " or ".join(f"{part}.customer_id is distinct from p.customer_id" for part in parts)
-    ).fetchall()[0][0]
-    if misaligned:  # order is preserved by preserve_insertion_order; never expected
-        raise RuntimeError(f"customer_features: {misaligned} rows out of line between its parts")
+    check_aligned(con, "customer_features", scratch("population"), [scratch(p) for p in parts])
     aliases = {
         "txn_windows": "t",
         "salary": "s",

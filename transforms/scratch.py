@@ -31,3 +31,38 @@ def drop_scratch(con: duckdb.DuckDBPyConnection, stage: str) -> list[str]:
     for name, kind in found:
         con.execute(f"drop {kind} {name}")  # dropping a registered frame's view releases it
     return [name for name, _ in found]
+
+
+def align(con: duckdb.DuckDBPyConnection, population: str, target: str, source: str) -> None:
+    """Materialise `source` (a table, or a parenthesised query, unique on customer_id) as the
+    scratch table `target`: one row per row of `population` (a table in customer_id order), in
+    that order, with the source's columns null where it has no row.
+
+    Tables aligned to one population are put side by side with POSITIONAL JOIN, which needs no
+    hash table, so a wide table is built one spilling join at a time. Joining the population to
+    every source in one query needs all their hash tables in memory together, and that failed
+    instead of spilling at 5M customers (customer_features under 8 GB, segments under 2 GB)."""
+    con.execute(
+        f"""
+        create or replace temp table {target} as
+        select p.customer_id, x.* exclude (customer_id)
+        from {population} p left join {source} x using (customer_id)
+        order by p.customer_id
+        """
+    )
+
+
+def check_aligned(
+    con: duckdb.DuckDBPyConnection, stage: str, population: str, aligned: list[str]
+) -> None:
+    """Raise unless every row of the `aligned` tables has the population's customer_id at the
+    same position (order is kept by preserve_insertion_order; a mismatch is never expected)."""
+    tables = [(table, f"a{i}") for i, table in enumerate(aligned)]
+    misaligned = con.execute(
+        f"select count(*) from {population} p "
+        + " ".join(f"positional join {table} {alias}" for table, alias in tables)
+        + " where "
+        + " or ".join(f"{alias}.customer_id is distinct from p.customer_id" for _, alias in tables)
+    ).fetchall()[0][0]
+    if misaligned:
+        raise RuntimeError(f"{stage}: {misaligned} rows out of line between its parts")

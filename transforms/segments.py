@@ -32,6 +32,7 @@ import duckdb
 
 from pipeline.config import SegmentsParams
 from pipeline.expectations import Check, between, in_set
+from transforms.scratch import align, check_aligned, scratch_table
 from transforms.staging import literal, quote
 
 
@@ -96,6 +97,35 @@ def segments(
         for d in params.migration_dimensions
     )
     services = sorted(params.service.items())
+    # Each input is aligned to the population (customer_features' customer_ids, in order) as a
+    # scratch table, one spilling join at a time, and the aligned tables are put side by side
+    # with POSITIONAL JOIN (transforms/scratch.py). A single query left-joining all eleven
+    # inputs failed at 5M customers under a 2 GB memory limit.
+    population = scratch_table("segments", "population")
+    con.execute(
+        f"create or replace temp table {population} as "
+        f"select customer_id from {customer_features} order by customer_id"
+    )
+    inputs = {
+        "t": tiers,
+        "r": risk_profiles,
+        "lc": lifecycle_stages,
+        "ls": life_stages,
+        "rd": relationship_depth,
+        "rfm": rfm_scores,
+        "k": assigned,
+        "v": values,
+        "c": churn,
+        "w": worth,
+        "p": f"(select *, true as had_row from {previous})",  # the previous run's codes
+    }
+    joined = {alias: source for alias, source in inputs.items() if alias != "p"}
+    for alias, source in inputs.items():
+        align(con, population, scratch_table("segments", alias), source)
+    check_aligned(con, "segments", population, [scratch_table("segments", a) for a in inputs])
+    side_by_side = " ".join(
+        f"positional join {scratch_table('segments', alias)} {alias}" for alias in joined
+    )
     return con.sql(
         f"""
         with joined as (
@@ -111,17 +141,7 @@ def segments(
                    c.churn_probability, c.churn_risk_band,
                    v.clv_cny::decimal(18, 2) as clv_cny,
                    w.banking_value_cny::decimal(18, 2) as banking_value_cny
-            from {customer_features} f
-            left join {tiers} t using (customer_id)
-            left join {risk_profiles} r using (customer_id)
-            left join {lifecycle_stages} lc using (customer_id)
-            left join {life_stages} ls using (customer_id)
-            left join {relationship_depth} rd using (customer_id)
-            left join {rfm_scores} rfm using (customer_id)
-            left join {assigned} k using (customer_id)
-            left join {values} v using (customer_id)
-            left join {churn} c using (customer_id)
-            left join {worth} w using (customer_id)
+            from {population} f {side_by_side}
         ),
         coded as (
             select *, {code} as segment_code,
@@ -134,11 +154,9 @@ def segments(
                $value_added[c.service_index] as value_added_services,
                (select max(as_of) from {previous}) as previous_as_of,
                p.segment_code as previous_segment_code,
-               case when p.customer_id is not null then
+               case when p.had_row then
                    list_filter([{changed}], lambda d: d is not null) end as changed_dimensions
-        from coded c
-        left join {previous} p using (customer_id)
-        order by c.customer_id
+        from coded c positional join {scratch_table("segments", "p")} p
         """,
         params={
             "as_of": as_of,
