@@ -188,6 +188,22 @@ def _gx_expectation(gx, check: dict, index: int):
     raise ValueError(f"unknown check kind {kind}")
 
 
+def _exception_message(info: dict | None) -> str | None:
+    """What went wrong when GX could not evaluate a check, or None. GX gives one exception_info
+    ({raised_exception, exception_message, ...}) when the expectation itself raised, and one
+    per metric ({metric id: exception_info}) when a metric's query failed, e.g. DuckDB out of
+    memory; the second must not read as a check that ran and failed."""
+    infos = [info or {}]
+    if "raised_exception" not in infos[0]:
+        infos = [i for i in infos[0].values() if isinstance(i, dict)]
+    messages = [  # SQLAlchemy appends the statement and a link: DuckDB's message is enough
+        str(i.get("exception_message") or "an error without a message").split("\n[SQL:")[0]
+        for i in infos
+        if i.get("raised_exception")
+    ]
+    return "; ".join(dict.fromkeys(messages)) or None
+
+
 def _plain(value):
     """A JSON-friendly example value: numbers as numbers (DECIMAL included), the rest as text."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -237,7 +253,7 @@ def _run(spec_path: str) -> None:
         (pages / f"{table}.html").write_text(view.render(renderer.render(outcome)))
         for result in outcome.results:
             check = checks[result.expectation_config.meta["check"]]
-            raised = (result.exception_info or {}).get("raised_exception", False)
+            error = _exception_message(result.exception_info)
             details = result.result or {}
             results.append(
                 {
@@ -245,10 +261,8 @@ def _run(spec_path: str) -> None:
                     "check": check,
                     "expectation": result.expectation_config.type,
                     "severity": check["severity"],
-                    "success": bool(result.success) and not raised,
-                    "error": (result.exception_info or {}).get("exception_message")
-                    if raised
-                    else None,
+                    "success": bool(result.success) and error is None,
+                    "error": error,
                     "unexpected_count": details.get("unexpected_count"),
                     "observed_value": details.get("observed_value"),
                     "examples": [

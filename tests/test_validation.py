@@ -372,3 +372,16 @@ def test_the_validation_children_share_the_engine_memory_limit(tmp_path):
     assert share_of_memory_limit("8GB", 2) == "3814MiB"  # 4e9 bytes
     assert share_of_memory_limit("64MB", 4) == "64MiB"  # never below 64 MiB
     assert share_of_memory_limit("80%", 2) == "80%"  # a form it does not know: passed on
+
+
+def test_a_check_whose_query_fails_is_reported_as_not_checked_not_as_failed(tmp_path):
+    """When DuckDB cannot run a check's query (out of memory at 5M rows under 2 GB, here an
+    error the view raises), the result carries DuckDB's message, so the gate says the check
+    could not run; before, it read as a key found not unique ("observed None")."""
+    broken = "select i as customer_id, error('the disk went away') as tier from range(3) t(i)"
+    results, _ = validate(
+        {"broken": broken}, {"broken": [in_set("tier", ["mass"])]}, tmp_path / "work"
+    )
+    [result] = results
+    assert not result["success"]
+    assert result["error"].endswith("Invalid Input Error: the disk went away")  # no SQL
