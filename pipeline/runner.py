@@ -396,6 +396,7 @@ def _failure_text(result: dict) -> str:
         f"{result['unexpected_count']} rows, e.g. {result['examples']}"
         if result.get("unexpected_count") is not None
         else f"observed {result.get('observed_value')}"
+        + (f", e.g. {result['examples']}" if result.get("examples") else "")
     )
     return f"{result['table']}: {check.describe()} failed ({found})"
 

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from pipeline.errors import EXIT_VALIDATION, ValidationFailed
-from pipeline.expectations import between, in_set, key_checks
+from pipeline.expectations import between, in_set, key_checks, unique, unique_beyond
 from pipeline.gx_gate import share_of_memory_limit, validate
 from pipeline.registry import STAGES, STAGES_BY_NAME
 from pipeline.runner import run_stages, suite_for
@@ -61,15 +61,17 @@ def test_each_broken_table_fails_its_expectation_with_examples(tmp_path):
     results, pages = validate(tables, suites, tmp_path / "work")
     assert set(pages) == {"tiers", "scores"}  # GX's Data Docs page per table
     outcome = {(r["table"], r["expectation"], r["severity"]): r for r in results}
-    duplicate = outcome[("tiers", "expect_column_values_to_be_unique", "critical")]
-    assert not duplicate["success"] and duplicate["examples"] == ["C1", "C1"]
+    # keys are checked with our own query (gx_gate.repeated_keys_query), which spills to disk
+    duplicate = outcome[("tiers", "unexpected_rows_expectation", "critical")]
+    assert not duplicate["success"] and duplicate["examples"] == ["C1"]
+    assert duplicate["observed_value"] == 1  # one key repeats
     unknown = outcome[("tiers", "expect_column_values_to_be_in_set", "critical")]
     assert not unknown["success"] and unknown["examples"] == ["gold"]  # null is not "unknown"
     probability = outcome[("scores", "expect_column_values_to_be_between", "critical")]
     assert not probability["success"] and probability["examples"] == [1.5]
     warning = outcome[("scores", "expect_column_values_to_be_between", "warning")]
     assert not warning["success"] and warning["unexpected_count"] == 2
-    assert outcome[("scores", "expect_column_values_to_be_unique", "critical")]["success"]
+    assert outcome[("scores", "unexpected_rows_expectation", "critical")]["success"]
     assert all(r["error"] is None for r in results)  # every expectation ran on DuckDB
 
 
@@ -385,3 +387,31 @@ def test_a_check_whose_query_fails_is_reported_as_not_checked_not_as_failed(tmp_
     [result] = results
     assert not result["success"]
     assert result["error"].endswith("Invalid Input Error: the disk went away")  # no SQL
+
+
+def test_repeated_keys_are_found_exactly_for_compound_keys_and_across_partitions(tmp_path):
+    """Keys are checked by their hashes first, then exactly: two distinct ids whose DuckDB
+    hashes collide (found among 100M generated transaction ids) are not a repeated key; a
+    repeated compound key is, and so is a key already in the partitions checked before."""
+    colliding = ("TC0027576521479323", "TC0027596521479923")
+    assert duckdb.execute("select hash(?) = hash(?)", colliding).fetchone() == (True,)
+    night = f"select * from (values ('{colliding[0]}'), ('{colliding[1]}'), ('T9')) t(id)"
+    tables = {
+        "night": night,
+        "night_again": night,
+        "balances": "select * from (values ('C1', 'P1', 1), ('C1', 'P1', 1), ('C1', 'P2', 1),"
+        " ('C2', 'P1', 1)) t(customer_id, product_id, day)",
+        "earlier": "select 'T9' as id union all select 'T8'",
+    }
+    suites = {
+        "night": [unique("id")],
+        "night_again": [unique_beyond(("id",), "earlier")],
+        "balances": [unique("customer_id", "product_id", "day")],
+    }
+    results, _ = validate(tables, suites, tmp_path / "work")
+    outcome = {r["table"]: r for r in results}
+    assert outcome["night"]["success"]  # a hash collision is not a repeat
+    assert not outcome["night_again"]["success"]
+    assert outcome["night_again"]["examples"] == ["T9"]  # already checked before
+    assert not outcome["balances"]["success"]
+    assert outcome["balances"]["examples"] == [["C1", "P1", 1]]
