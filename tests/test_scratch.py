@@ -71,3 +71,21 @@ def test_check_aligned_names_the_stage_when_a_part_is_out_of_line():
     for part in ("swapped", "short"):
         with pytest.raises(RuntimeError, match="segments: .* rows out of line"):
             check_aligned(con, "segments", "population", [part])
+
+
+def test_a_source_already_in_line_is_read_in_place_not_copied():
+    con = duckdb.connect()
+    con.execute(
+        "create table population as select * from (values ('a'), ('b'), ('c')) t(customer_id)"
+    )
+    con.execute("create table in_line as select customer_id, 1 as x from population")
+    con.execute("create table missing_one as select * from in_line where customer_id <> 'b'")
+    assert align(con, "population", "first", "in_line") is False
+    assert align(con, "population", "second", "missing_one") is True
+    views = [
+        r[0]
+        for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+    ]
+    assert views == ["first"]
+    assert con.execute("select x from second").fetchall() == [(1,), (None,), (1,)]
+    check_aligned(con, "stage", "population", ["first", "second"])

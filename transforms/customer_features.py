@@ -469,8 +469,8 @@ def customer_features(
     # limit; aggregating and aligning in one query failed instead (5M customers, 8GB).
     for part, sql in parts.items():
         materialise(f"{part}_unaligned", sql)
-        align(con, scratch("population"), scratch(part), scratch(f"{part}_unaligned"))
-        con.execute(f"drop table {scratch(f'{part}_unaligned')}")
+        if align(con, scratch("population"), scratch(part), scratch(f"{part}_unaligned")):
+            con.execute(f"drop table {scratch(f'{part}_unaligned')}")
     check_aligned(con, "customer_features", scratch("population"), [scratch(p) for p in parts])
     aliases = {
         "txn_windows": "t",

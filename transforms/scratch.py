@@ -33,23 +33,46 @@ def drop_scratch(con: duckdb.DuckDBPyConnection, stage: str) -> list[str]:
     return [name for name, _ in found]
 
 
-def align(con: duckdb.DuckDBPyConnection, population: str, target: str, source: str) -> None:
-    """Materialise `source` (a table, or a parenthesised query, unique on customer_id) as the
-    scratch table `target`: one row per row of `population` (a table in customer_id order), in
+def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    for kind in con.execute(
+        "select 'table' from duckdb_tables() where temporary and table_name = $name "
+        "union all select 'view' from duckdb_views() where temporary and view_name = $name",
+        {"name": name},
+    ).fetchall():
+        con.execute(f"drop {kind[0]} {name}")
+
+
+def align(con: duckdb.DuckDBPyConnection, population: str, target: str, source: str) -> bool:
+    """Make `target` hold `source` (a table, or a parenthesised query, unique on customer_id)
+    aligned to `population` (a table in customer_id order): one row per population row, in
     that order, with the source's columns null where it has no row.
+
+    A source already in line (the same customer_ids in the same order, as a stage's output
+    usually is) becomes a scratch view of it, at the cost of one scan of both customer_ids;
+    any other is materialised by one left join and sort. Returns whether it was copied (else
+    `target` reads `source`, which must then outlive it).
 
     Tables aligned to one population are put side by side with POSITIONAL JOIN, which needs no
     hash table, so a wide table is built one spilling join at a time. Joining the population to
     every source in one query needs all their hash tables in memory together, and that failed
     instead of spilling at 5M customers (customer_features under 8 GB, segments under 2 GB)."""
+    _drop(con, target)  # from an earlier call on this connection, as a table or a view
+    out_of_line = con.execute(
+        f"select 1 from {population} p positional join {source} x "
+        "where p.customer_id is distinct from x.customer_id limit 1"
+    ).fetchall()
+    if not out_of_line:
+        con.execute(f"create temp view {target} as select * from {source}")
+        return False
     con.execute(
         f"""
-        create or replace temp table {target} as
+        create temp table {target} as
         select p.customer_id, x.* exclude (customer_id)
         from {population} p left join {source} x using (customer_id)
         order by p.customer_id
         """
     )
+    return True
 
 
 def check_aligned(
