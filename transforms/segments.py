@@ -119,12 +119,12 @@ def segments(
         "w": worth,
         "p": f"(select *, true as had_row from {previous})",  # the previous run's codes
     }
-    joined = {alias: source for alias, source in inputs.items() if alias != "p"}
+    aligned = {alias: scratch_table("segments", alias) for alias in inputs}
     for alias, source in inputs.items():
-        align(con, population, scratch_table("segments", alias), source)
-    check_aligned(con, "segments", population, [scratch_table("segments", a) for a in inputs])
-    side_by_side = " ".join(
-        f"positional join {scratch_table('segments', alias)} {alias}" for alias in joined
+        align(con, population, aligned[alias], source)
+    check_aligned(con, "segments", population, list(aligned.values()))
+    side_by_side = " ".join(  # the previous run's codes join after the segment code is made
+        f"positional join {table} {alias}" for alias, table in aligned.items() if alias != "p"
     )
     return con.sql(
         f"""
@@ -156,7 +156,7 @@ def segments(
                p.segment_code as previous_segment_code,
                case when p.had_row then
                    list_filter([{changed}], lambda d: d is not null) end as changed_dimensions
-        from coded c positional join {scratch_table("segments", "p")} p
+        from coded c positional join {aligned["p"]} p
         """,
         params={
             "as_of": as_of,
