@@ -5,7 +5,8 @@ Pure: arrays in, a fitted model, probabilities, metrics and reasons out; no I/O.
 
 Reason codes: for each customer, each feature in turn is set to its training median and the
 probability recomputed; the features whose own value raises the probability most (largest
-drop when neutralised) are his top reasons. Vectorised: one batch prediction per feature.
+drop when neutralised) are his top reasons. Scored by the booster's trees compiled to leaf
+masks (models/tree_scoring.py), bit-identical to scikit-learn's predict_proba.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+from models.tree_scoring import CompiledTrees
 
 
 @dataclass
@@ -31,17 +33,20 @@ class ChurnModel:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_proba(_fill_empty(x, self.empty_columns))[:, 1]
+        x = _fill_empty(x, self.empty_columns)
+        scorer = _TreeScorer.of(self)
+        if scorer is None:
+            return self.classifier.predict_proba(x)[:, 1]
+        return scorer.probability(scorer.trees.raw(x))
 
     def reasons(self, x: np.ndarray, top: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """(feature index, contribution) of the `top` features raising each customer's
         probability, best first; contribution <= 0 means no feature raised it (index -1).
 
-        The same numbers as reasons_plain, computed with less work: setting feature j to its
-        median changes a tree's leaf only if the tree splits on j and a split threshold lies
-        between the value and the median. So for each feature only those (tree, customer)
-        pairs are evaluated again; the other trees' leaves are reused and every raw score is
-        summed in the booster's own order, which keeps the probabilities bit-identical."""
+        The same numbers as reasons_plain, computed with less work: with the booster's trees
+        compiled to leaf masks (models.tree_scoring), a feature at its median changes one
+        table row per customer, in only the trees that split on it, and raw scores are summed
+        in the booster's own order, which keeps the probabilities bit-identical."""
         scorer = _TreeScorer.of(self)
         if scorer is None:
             return self.reasons_plain(x, top)
@@ -49,42 +54,26 @@ class ChurnModel:
         contributions = np.zeros((len(x), len(self.features)))
         for start in range(0, len(x), REASON_CHUNK_ROWS):
             rows = x[start : start + REASON_CHUNK_ROWS]
-            leaves = scorer.leaves(rows)  # trees x rows
-            base = scorer.probability(leaves)
-            for j, median in enumerate(self.medians):
-                thresholds = scorer.thresholds[j]
-                if not len(thresholds):
-                    continue  # no tree splits on it: no customer's probability moves
-                # cells: how many of the feature's thresholds lie below the value (nan: -1)
-                value = rows[:, j]
-                cell = np.where(
-                    np.isnan(value), -1, np.searchsorted(thresholds, value, side="left")
-                )
-                median_cell = np.searchsorted(thresholds, median, side="left")
-                moved = np.flatnonzero(cell != median_cell)
-                if not len(moved):
-                    continue
-                neutral = rows[moved]  # fancy indexing: a copy
-                neutral[:, j] = median
-                changed = leaves.take(moved, axis=1)
-                for tree in scorer.trees_using[j]:
-                    changed[tree] = scorer.tree_leaves(tree, neutral)
-                block = contributions[start : start + len(rows), j]
-                block[moved] = base[moved] - scorer.probability(changed)
+            base = scorer.probability(scorer.trees.raw(rows))
+            neutral = scorer.trees.raw_with_each_at(rows, self.medians)
+            neutral = scorer.probability(neutral.ravel()).reshape(neutral.shape)
+            contributions[start : start + len(rows)] = base[:, None] - neutral
         return _top(contributions, top)
 
     def reasons_plain(self, x: np.ndarray, top: int = 3) -> tuple[np.ndarray, np.ndarray]:
-        """reasons by brute force: one full prediction per feature set to its median."""
-        base = self.predict(x)
+        """reasons by brute force: one full prediction per feature set to its median, by
+        scikit-learn's own predict_proba."""
+        x = _fill_empty(x, self.empty_columns)
+        base = self.classifier.predict_proba(x)[:, 1]
         contributions = np.empty((len(x), len(self.features)))
         for j in range(len(self.features)):
             neutral = x.copy()
             neutral[:, j] = self.medians[j]
-            contributions[:, j] = base - self.predict(neutral)
+            contributions[:, j] = base - self.classifier.predict_proba(neutral)[:, 1]
         return _top(contributions, top)
 
 
-REASON_CHUNK_ROWS = 50_000  # leaves of one chunk: trees x rows doubles (300 x 50k = 120 MB)
+REASON_CHUNK_ROWS = 50_000  # customers explained at a time: their raw scores, rows x features
 
 
 def _top(contributions: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,63 +85,28 @@ def _top(contributions: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class _TreeScorer:
-    """The calibrated booster taken apart, tree by tree (scikit-learn's HistGradientBoosting
-    and CalibratedClassifierCV internals; of() returns None when they are not as expected, and
-    a test checks the result against reasons_plain)."""
+    """The calibrated booster taken apart: its trees compiled (models.tree_scoring) and its
+    calibrators (scikit-learn's CalibratedClassifierCV internals). of() returns None when they
+    are not as expected, and the model then scores through scikit-learn; tests check both
+    give the same numbers."""
 
-    booster: HistGradientBoostingClassifier
+    trees: CompiledTrees
     calibrators: list
-    trees: list
-    trees_using: list[np.ndarray]  # per feature: the trees splitting on it
-    thresholds: list[np.ndarray]  # per feature: its split thresholds, sorted
-    known_categories: tuple  # what TreePredictor.predict needs besides the rows
 
     @classmethod
     def of(cls, model: ChurnModel) -> _TreeScorer | None:
         try:
             calibrated = model.classifier.calibrated_classifiers_
             booster = calibrated[0].estimator.estimator
-            trees = [iteration[0] for iteration in booster._predictors]
-            if booster.n_trees_per_iteration_ != 1 or booster.is_categorical_ is not None:
-                return None
             calibrators = [c.calibrators[0] for c in calibrated]
-            bitsets, feature_map = booster._bin_mapper.make_known_categories_bitsets()
         except (AttributeError, IndexError, TypeError):
             return None
-        using: list[list[int]] = [[] for _ in model.features]
-        thresholds: list[list[float]] = [[] for _ in model.features]
-        for number, tree in enumerate(trees):
-            splits = tree.nodes[tree.nodes["is_leaf"] == 0]
-            for j in np.unique(splits["feature_idx"]):
-                using[j].append(number)
-                thresholds[j] += splits["num_threshold"][splits["feature_idx"] == j].tolist()
-        return cls(
-            booster,
-            calibrators,
-            trees,
-            [np.array(t, dtype=int) for t in using],
-            [np.unique(t) for t in thresholds],
-            (bitsets, feature_map),
-        )
+        trees = CompiledTrees.of(booster, len(model.features))
+        return None if trees is None else cls(trees, calibrators)
 
-    def tree_leaves(self, tree: int, x: np.ndarray) -> np.ndarray:
-        return self.trees[tree].predict(
-            x, *self.known_categories, n_threads=_openmp_effective_n_threads()
-        )
-
-    def leaves(self, x: np.ndarray) -> np.ndarray:
-        """trees x rows: each tree's leaf value for each row."""
-        leaves = np.empty((len(self.trees), len(x)))
-        for tree in range(len(self.trees)):
-            leaves[tree] = self.tree_leaves(tree, x)
-        return leaves
-
-    def probability(self, leaves: np.ndarray) -> np.ndarray:
-        """The calibrated probability from the leaves, as predict_proba computes it: the
-        baseline plus each tree in order, then each calibrator, averaged."""
-        raw = np.zeros(leaves.shape[1]) + self.booster._baseline_prediction[0]
-        for tree_leaves in leaves:
-            raw += tree_leaves
+    def probability(self, raw: np.ndarray) -> np.ndarray:
+        """The calibrated probability from the booster's raw scores, as predict_proba
+        computes it: each calibrator, clipped, averaged."""
         mean = np.zeros(len(raw))
         for calibrator in self.calibrators:
             probability = calibrator.predict(raw)

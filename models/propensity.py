@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
+
+from models.tree_scoring import CompiledTrees
 
 
 @dataclass
@@ -18,8 +21,16 @@ class PropensityModels:
     empty: np.ndarray | None = None  # features with no value in training: held at 0
 
     def predict(self, product: str, x: np.ndarray) -> np.ndarray | None:
+        """The probability of acquiring `product` (None when it has no model): the booster's
+        raw score by its compiled trees (models.tree_scoring), through the logistic function,
+        as predict_proba computes it; by scikit-learn when the trees cannot be compiled."""
         model = self.models.get(product)
-        return None if model is None else model.predict_proba(x)[:, 1]
+        if model is None:
+            return None
+        trees = CompiledTrees.of(model, x.shape[1])
+        if trees is None:
+            return model.predict_proba(x)[:, 1]
+        return expit(trees.raw(x))
 
 
 def fit_propensities(

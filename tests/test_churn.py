@@ -183,6 +183,9 @@ def test_fast_reason_codes_equal_the_brute_force_ones(small_bank, monkeypatch):
     monkeypatch.setattr(churn_module, "REASON_CHUNK_ROWS", 128)
     fast, plain = model.reasons(x), model.reasons_plain(x)
     assert np.array_equal(fast[0], plain[0]) and np.array_equal(fast[1], plain[1])
+    # the probabilities too: compiled trees score as scikit-learn's predict_proba does
+    expected = model.classifier.predict_proba(np.where(model.empty_columns, 0.0, x))[:, 1]
+    assert np.array_equal(model.predict(x), expected)
     assert (fast[0][:, 0] >= 0).sum() > len(x) / 2  # most customers have a reason
 
 
