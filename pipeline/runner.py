@@ -1,9 +1,11 @@
 """The runner: executes the registry's stages for one as-of date and publishes their outputs.
 
-A run computes every selected stage into the run's own DuckDB database first, checks each
-output's key, and only when every stage succeeded publishes all outputs (one atomic rename per
-partition) and rebuilds the catalog. A failing stage therefore publishes nothing: yesterday's
-tables stay as they were. Every run, failed or not, writes a manifest.
+A run writes each stage's output once, as Parquet under a temporary name beside its partition
+(`run_<table>` in the run's DuckDB database is a view over that file, which later stages read),
+checks its key, and only when every stage succeeded and the outputs passed validation
+publishes them all (one atomic rename per partition) and rebuilds the catalog. A failing stage
+therefore publishes nothing: yesterday's tables stay as they were, and the run's files are
+removed. Every run, failed or not, writes a manifest.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from pipeline.registry import PREVIOUS, Stage
 from pipeline.warehouse import (
     MANIFEST_TABLE,
     SHARED_TABLES,
+    beside,
     commit,
     partition_path,
     published_dates,
@@ -130,8 +133,8 @@ def run_stages(
     database = config.paths.temp / f"run-{run_id}.duckdb"  # the run's tables; removed below
     con = connect(config, database)
     error: CustsegError | Exception | None = None
-    computed: dict[str, str] = {}  # table -> temp table holding this run's output
-    outputs: dict[str, dict[str, str]] = {}  # stage -> every table it produced -> temp table
+    computed: dict[str, str] = {}  # table -> the view of this run's output
+    written: list[Written] = []  # every output file of the run, in stage order
     skipped: set[str] = set()  # tables whose stage was skipped (no input)
     present: set[str] | None = None  # staged sources visible on as_of
     try:
@@ -143,12 +146,22 @@ def run_stages(
             else:
                 if present is None:  # staging is final once ingest (if selected) has run
                     present = set(register_staged_views(con, config.paths.staging, as_of, known_on))
-                outputs[stage.name] = _run_transform(
-                    con, config, as_of, stage, reporter, result, computed, skipped, present, run_id
+                _run_transform(
+                    con,
+                    config,
+                    as_of,
+                    stage,
+                    reporter,
+                    result,
+                    computed,
+                    skipped,
+                    present,
+                    run_id,
+                    written,
                 )
             result.seconds = round(time.perf_counter() - clock, 3)
             _report_stage(reporter, result)
-        _publish(con, config, as_of, run_id, stages, outputs, results, reporter, known_on)
+        _publish(con, config, as_of, run_id, written, results, reporter, known_on)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
         for result in results.values():
@@ -157,6 +170,8 @@ def run_stages(
     finally:
         con.close()
         discard(database)
+        for output in written:  # published files were renamed; the rest are discarded
+            output.temporary.unlink(missing_ok=True)
     manifest = RunManifest(
         run_id=run_id,
         as_of=as_of.isoformat(),
@@ -188,46 +203,41 @@ def run_stages(
     return manifest
 
 
+@dataclass
+class Written:
+    """One output of the run: written under a temporary name beside its partition, read by
+    later stages through `view`, renamed to `target` when the run publishes."""
+
+    stage: Stage
+    table: str
+    view: str
+    temporary: Path
+    target: Path
+
+
 def _publish(
     con: duckdb.DuckDBPyConnection,
     config: Config,
     as_of: date,
     run_id: str,
-    stages: list[Stage],
-    outputs: dict[str, dict[str, str]],
+    written: list[Written],
     results: dict[str, StageResult],
     reporter: Reporter,
     known_on: date | None = None,
 ) -> None:
-    """Write every output beside its partition, validate them and the staged inputs they were
-    computed from, then rename all or none."""
-    staged: list[tuple[Stage, str, Path, Path]] = []  # stage, table, temporary, target
-    try:
-        for stage in stages:
-            for table, temp in outputs.get(stage.name, {}).items():
-                part = stage.name if table in SHARED_TABLES else "data"
-                target = partition_path(config.paths.warehouse, table, as_of, part)
-                staged.append((stage, table, write_beside(con.table(temp), target, run_id), target))
-        if config.validation.enabled and staged:
-            features = next(
-                (t for o in outputs.values() for n, t in o.items() if n == "customer_features"),
-                None,
-            )
-            customers = _customer_count(con, config, as_of, features)
-            # the outputs are written; free the run's memory for the validation children
-            for tables in outputs.values():
-                for temp in tables.values():
-                    con.execute(f"drop table if exists {temp}")
-            inputs = _input_checks(config, as_of, known_on, incremental=True)
-            _validate(config, as_of, run_id, staged, reporter, customers, inputs)
-            mark_checked(inputs)
-        for stage, table, temporary, target in staged:
-            commit(temporary, target)
-            if table == stage.output:
-                results[stage.name].output = str(target)
-    finally:
-        for _, _, temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
+    """Validate the run's outputs (already written beside their partitions) and the staged
+    inputs they were computed from, then rename all or none."""
+    staged = [(w.stage, w.table, w.temporary, w.target) for w in written]
+    if config.validation.enabled and staged:
+        features = next((w.view for w in written if w.table == "customer_features"), None)
+        customers = _customer_count(con, config, as_of, features)
+        inputs = _input_checks(config, as_of, known_on, incremental=True)
+        _validate(config, as_of, run_id, staged, reporter, customers, inputs)
+        mark_checked(inputs)
+    for output in written:
+        commit(output.temporary, output.target)
+        if output.table == output.stage.output:
+            results[output.stage.name].output = str(output.target)
 
 
 def suite_for(
@@ -454,7 +464,10 @@ def _run_transform(
     skipped: set[str],
     present: set[str],
     run_id: str,
-) -> dict[str, str]:
+    written: list[Written],
+) -> None:
+    """Run one stage; append each output it writes to `written` (before writing it, so that a
+    run failing halfway removes a half-written file too)."""
     result.status = "running"
     available: dict[str, str | None] = {}
     for name in stage.inputs:
@@ -485,7 +498,7 @@ def _run_transform(
         result.warnings.append(message)
         reporter.warn(message)
         skipped.add(stage.output)
-        return {}
+        return
     params = getattr(config, stage.params_block) if stage.params_block else None
     accepted = inspect.signature(stage.transform).parameters
     inputs = {name: table for name, table in available.items() if name in accepted}
@@ -510,15 +523,22 @@ def _run_transform(
         raise RuntimeError(
             f"stage {stage.name} returned {sorted(relations)}, declared {sorted(expected)}"
         )
-    temps: dict[str, str] = {}
     for table, key in expected.items():
-        temp = f"run_{table}" if table not in SHARED_TABLES else f"run_{table}__{stage.name}"
-        con.execute(f"drop table if exists {temp}")
-        relations[table].to_table(temp)
-        _check_key(con, table, key, temp)
-        temps[table] = temp
+        shared = table in SHARED_TABLES
+        target = partition_path(
+            config.paths.warehouse, table, as_of, stage.name if shared else "data"
+        )
+        view = f"run_{table}__{stage.name}" if shared else f"run_{table}"
+        output = Written(stage, table, view, beside(target, run_id), target)
+        written.append(output)
+        write_beside(relations[table], target, run_id)
+        con.execute(
+            f"create or replace view {view} as "
+            f"select * from read_parquet({literal(str(output.temporary))})"
+        )
+        _check_key(con, table, key, view)
     drop_scratch(con, stage.name)
-    main = temps[stage.output]
+    main = next(w.view for w in written if w.stage is stage and w.table == stage.output)
     result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
     result.status = "ok"
     if context is not None and context.detail:
@@ -532,8 +552,9 @@ def _run_transform(
                 f"    {stage.name}: no {name.removeprefix(PREVIOUS)} before {as_of} in the "
                 "warehouse (first run): nothing to compare with"
             )
-    computed.update({t: temp for t, temp in temps.items() if t not in SHARED_TABLES})
-    return temps
+    computed.update(
+        {w.table: w.view for w in written if w.stage is stage and w.table not in SHARED_TABLES}
+    )
 
 
 def _published_input(

@@ -38,7 +38,7 @@ def partition_path(warehouse: Path, table: str, as_of: date, part: str = "data")
 def write_atomically(relation: duckdb.DuckDBPyRelation, target: Path, run_id: str) -> None:
     """Write `relation` to `target` via a temporary file and a rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f"{target.name}.tmp-{run_id}")
+    temporary = beside(target, run_id)
     try:
         relation.to_parquet(str(temporary), compression="zstd")
         os.replace(temporary, target)
@@ -62,10 +62,15 @@ def publish(
     return target
 
 
+def beside(target: Path, run_id: str) -> Path:
+    """The temporary name a run writes `target` under (same folder, so the rename is atomic)."""
+    return target.with_name(f"{target.name}.tmp-{run_id}")
+
+
 def write_beside(relation: duckdb.DuckDBPyRelation, target: Path, run_id: str) -> Path:
     """Write `relation` next to `target` under a temporary name; `commit` makes it visible."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f"{target.name}.tmp-{run_id}")
+    temporary = beside(target, run_id)
     relation.to_parquet(str(temporary), compression="zstd")
     return temporary
 

@@ -150,6 +150,36 @@ def test_a_run_killed_mid_publish_leaves_the_previous_partition(small_bank, monk
     assert con.sql("select count(*) from rfm_scores").fetchall()[0][0] > 0
 
 
+def test_a_stage_failing_after_others_wrote_their_outputs_removes_them(small_bank):
+    """Outputs are written once, beside their partitions, as their stages finish; a later
+    stage failing discards them and leaves the published partitions as they were."""
+    config, _, _ = small_bank
+    before = _output_digests(config)
+    original = STAGES_BY_NAME["aum_tiers"]
+    written_before_failing = []
+
+    @functools.wraps(original.transform)
+    def failing(con, **inputs):
+        written_before_failing.extend(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
+        # the earlier stages' outputs are read from those files
+        assert con.sql("select count(*) from run_rfm_scores").fetchall()[0][0] > 0
+        raise RuntimeError("stage failed")
+
+    stages = [
+        STAGES_BY_NAME["customer_features"],
+        STAGES_BY_NAME["rfm_scores"],
+        dataclasses.replace(original, transform=failing),
+    ]
+    with pytest.raises(RuntimeError, match="stage failed"):
+        run_stages(config, config.generate.end_on, stages, quiet())
+    assert {p.parent.parent.name for p in written_before_failing} == {
+        "customer_features",
+        "rfm_scores",
+    }
+    assert not list(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
+    assert _output_digests(config) == before
+
+
 def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
     config, _, _ = small_bank
     before = _output_digests(config)
