@@ -5,11 +5,13 @@ A run writes each stage's output once, as Parquet under a temporary name beside 
 checks its key, and only when every stage succeeded and the outputs passed validation
 publishes them all (one atomic rename per partition) and rebuilds the catalog. A failing stage
 therefore publishes nothing: yesterday's tables stay as they were, and the run's files are
-removed. Every run, failed or not, writes a manifest.
+removed. A run killed outright (kill -9, the out-of-memory killer) cannot remove them; the next
+run does (`_remove_abandoned`). Every run, failed or not, writes a manifest.
 """
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
 import os
@@ -20,6 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TextIO
 
 import duckdb
 import pyarrow as pa
@@ -130,6 +133,8 @@ def run_stages(
         run_id=run_id,
         as_of=as_of,
     )
+    _remove_abandoned(config, reporter)
+    lock = _lock_run(config, run_id)
     database = config.paths.temp / f"run-{run_id}.duckdb"  # the run's tables; removed below
     con = connect(config, database)
     error: CustsegError | Exception | None = None
@@ -172,6 +177,7 @@ def run_stages(
         discard(database)
         for output in written:  # published files were renamed; the rest are discarded
             output.temporary.unlink(missing_ok=True)
+        _unlock_run(lock)
     manifest = RunManifest(
         run_id=run_id,
         as_of=as_of.isoformat(),
@@ -201,6 +207,46 @@ def run_stages(
         seconds=manifest.seconds,
     )
     return manifest
+
+
+def _lock_run(config: Config, run_id: str) -> TextIO:
+    """Hold `paths.temp/run-<run id>.lock` for the run's lifetime: a later run that can take
+    the lock knows this run has ended (a killed process releases its locks)."""
+    config.paths.temp.mkdir(parents=True, exist_ok=True)
+    handle = open(config.paths.temp / f"run-{run_id}.lock", "w")  # noqa: SIM115 - held open
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def _unlock_run(handle: TextIO) -> None:
+    Path(handle.name).unlink(missing_ok=True)
+    handle.close()
+
+
+def _remove_abandoned(config: Config, reporter: Reporter) -> None:
+    """Remove what killed runs left behind: their database in paths.temp and the outputs they
+    wrote beside the warehouse partitions but never published. A run whose lock file is still
+    locked is running and is left alone."""
+    for lock in sorted(config.paths.temp.glob("run-*.lock")):
+        run_id = lock.name.removeprefix("run-").removesuffix(".lock")
+        try:
+            handle = open(lock)  # noqa: SIM115 - closed below
+        except FileNotFoundError:  # the run ended meanwhile
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            leftovers = list(config.paths.warehouse.glob(f"*/as_of=*/*.tmp-{run_id}"))
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+            discard(config.paths.temp / f"run-{run_id}.duckdb")
+            lock.unlink(missing_ok=True)
+        reporter.warn(
+            f"run {run_id} was killed before it finished; removed its database and "
+            f"{len(leftovers)} unpublished output file(s)"
+        )
 
 
 @dataclass

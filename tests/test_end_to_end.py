@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
@@ -178,6 +179,38 @@ def test_a_stage_failing_after_others_wrote_their_outputs_removes_them(small_ban
     }
     assert not list(config.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
     assert _output_digests(config) == before
+
+
+def test_a_later_run_removes_what_a_killed_run_left_behind(small_bank):
+    """A killed run leaves its database and its unpublished outputs; the next run removes them,
+    unless that run still holds its lock (it is running)."""
+    config, _, _ = small_bank
+    temp = config.paths.temp
+    partition = partition_path(config.paths.warehouse, "rfm_scores", config.generate.end_on)
+    killed, running = "20260101T000000Z-20251231-killed", "20260101T000000Z-20251231-running"
+
+    def files_of(run_id):
+        return [
+            temp / f"run-{run_id}.lock",
+            temp / f"run-{run_id}.duckdb",
+            partition.with_name(f"{partition.name}.tmp-{run_id}"),
+        ]
+
+    for run_id in (killed, running):
+        for path in files_of(run_id):
+            path.write_bytes(b"left behind")
+    reporter = quiet()
+    with open(temp / f"run-{running}.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the running run's process holds it
+        run_stages(config, config.generate.end_on, [STAGES_BY_NAME["rfm_scores"]], reporter)
+        assert not any(path.exists() for path in files_of(killed))
+        assert all(path.exists() for path in files_of(running))
+    assert [w for w in reporter.warnings if killed in w and "1 unpublished" in w]
+    assert not [w for w in reporter.warnings if running in w]
+    assert list(temp.glob("run-*.lock")) == [temp / f"run-{running}.lock"]
+    for path in files_of(running):
+        path.unlink()
+    assert not list(temp.glob("run-*"))  # the run itself left nothing either
 
 
 def test_a_stage_breaking_its_key_publishes_nothing(small_bank):
