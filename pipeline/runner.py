@@ -211,10 +211,13 @@ def run_stages(
 
 def _lock_run(config: Config, run_id: str) -> TextIO:
     """Hold `paths.temp/run-<run id>.lock` for the run's lifetime: a later run that can take
-    the lock knows this run has ended (a killed process releases its locks)."""
+    the lock knows this run has ended (a killed process releases its locks). The file names
+    the run's warehouse, where its unpublished outputs are."""
     config.paths.temp.mkdir(parents=True, exist_ok=True)
     handle = open(config.paths.temp / f"run-{run_id}.lock", "w")  # noqa: SIM115 - held open
     fcntl.flock(handle, fcntl.LOCK_EX)
+    handle.write(str(config.paths.warehouse.resolve()))
+    handle.flush()
     return handle
 
 
@@ -238,7 +241,9 @@ def _remove_abandoned(config: Config, reporter: Reporter) -> None:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
-            leftovers = list(config.paths.warehouse.glob(f"*/as_of=*/*.tmp-{run_id}"))
+            # the warehouse it wrote to (another config may share paths.temp)
+            warehouse = Path(handle.read().strip() or config.paths.warehouse)
+            leftovers = list(warehouse.glob(f"*/as_of=*/*.tmp-{run_id}"))
             for path in leftovers:
                 path.unlink(missing_ok=True)
             discard(config.paths.temp / f"run-{run_id}.duckdb")

@@ -181,31 +181,41 @@ def test_a_stage_failing_after_others_wrote_their_outputs_removes_them(small_ban
     assert _output_digests(config) == before
 
 
-def test_a_later_run_removes_what_a_killed_run_left_behind(small_bank):
+def test_a_later_run_removes_what_a_killed_run_left_behind(small_bank, tmp_path):
     """A killed run leaves its database and its unpublished outputs; the next run removes them,
-    unless that run still holds its lock (it is running)."""
+    in the warehouse the killed run wrote to (another config may share paths.temp), unless
+    that run still holds its lock (it is running)."""
     config, _, _ = small_bank
     temp = config.paths.temp
-    partition = partition_path(config.paths.warehouse, "rfm_scores", config.generate.end_on)
-    killed, running = "20260101T000000Z-20251231-killed", "20260101T000000Z-20251231-running"
+    elsewhere = tmp_path / "another_warehouse"  # a config sharing paths.temp
+    killed, running, killed_elsewhere = (
+        f"20260101T000000Z-20251231-{name}" for name in ("killed", "running", "elsewhere")
+    )
+    warehouses = {killed: config.paths.warehouse, running: config.paths.warehouse}
+    warehouses[killed_elsewhere] = elsewhere
 
     def files_of(run_id):
+        partition = partition_path(warehouses[run_id], "rfm_scores", config.generate.end_on)
         return [
             temp / f"run-{run_id}.lock",
             temp / f"run-{run_id}.duckdb",
             partition.with_name(f"{partition.name}.tmp-{run_id}"),
         ]
 
-    for run_id in (killed, running):
-        for path in files_of(run_id):
-            path.write_bytes(b"left behind")
+    for run_id, its_warehouse in warehouses.items():
+        lock, database, output = files_of(run_id)
+        lock.write_text(str(its_warehouse.resolve()))  # as a run writes it
+        database.write_bytes(b"left behind")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(b"half written")
     reporter = quiet()
     with open(temp / f"run-{running}.lock") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as the running run's process holds it
         run_stages(config, config.generate.end_on, [STAGES_BY_NAME["rfm_scores"]], reporter)
-        assert not any(path.exists() for path in files_of(killed))
+        assert not any(path.exists() for path in files_of(killed) + files_of(killed_elsewhere))
         assert all(path.exists() for path in files_of(running))
-    assert [w for w in reporter.warnings if killed in w and "1 unpublished" in w]
+    for run_id in (killed, killed_elsewhere):
+        assert [w for w in reporter.warnings if run_id in w and "1 unpublished" in w]
     assert not [w for w in reporter.warnings if running in w]
     assert list(temp.glob("run-*.lock")) == [temp / f"run-{running}.lock"]
     for path in files_of(running):
