@@ -138,7 +138,6 @@ def run_stages(
     database = config.paths.temp / f"run-{run_id}.duckdb"  # the run's tables; removed below
     con = connect(config, database)
     error: CustsegError | Exception | None = None
-    computed: dict[str, str] = {}  # table -> the view of this run's output
     written: list[Written] = []  # every output file of the run, in stage order
     skipped: set[str] = set()  # tables whose stage was skipped (no input)
     present: set[str] | None = None  # staged sources visible on as_of
@@ -152,17 +151,7 @@ def run_stages(
                 if present is None:  # staging is final once ingest (if selected) has run
                     present = set(register_staged_views(con, config.paths.staging, as_of, known_on))
                 _run_transform(
-                    con,
-                    config,
-                    as_of,
-                    stage,
-                    reporter,
-                    result,
-                    computed,
-                    skipped,
-                    present,
-                    run_id,
-                    written,
+                    con, config, as_of, stage, reporter, result, skipped, present, run_id, written
                 )
             result.seconds = round(time.perf_counter() - clock, 3)
             _report_stage(reporter, result)
@@ -511,7 +500,6 @@ def _run_transform(
     stage: Stage,
     reporter: Reporter,
     result: StageResult,
-    computed: dict[str, str],
     skipped: set[str],
     present: set[str],
     run_id: str,
@@ -520,6 +508,7 @@ def _run_transform(
     """Run one stage; append each output it writes to `written` (before writing it, so that a
     run failing halfway removes a half-written file too)."""
     result.status = "running"
+    computed = {w.table: w.view for w in written if w.table not in SHARED_TABLES}
     available: dict[str, str | None] = {}
     for name in stage.inputs:
         if name.startswith("stg_"):
@@ -603,9 +592,6 @@ def _run_transform(
                 f"    {stage.name}: no {name.removeprefix(PREVIOUS)} before {as_of} in the "
                 "warehouse (first run): nothing to compare with"
             )
-    computed.update(
-        {w.table: w.view for w in written if w.stage is stage and w.table not in SHARED_TABLES}
-    )
 
 
 def _published_input(
