@@ -16,7 +16,11 @@ from pipeline.config import load_config
 from pipeline.ingest import register_staged_views
 from pipeline.warehouse import open_catalog, partition_path
 from tests.conftest import DEFAULT_CONFIG, quiet
-from transforms.next_best_products import _propensity_settings, next_best_products
+from transforms.next_best_products import (
+    _propensity_settings,
+    _rule_hits_sql,
+    next_best_products,
+)
 
 CONFIG = load_config(DEFAULT_CONFIG, environ={})
 AS_OF = date(2026, 3, 31)
@@ -231,3 +235,55 @@ def test_evaluation_replays_a_past_date_and_scores_both_methods(small_bank):
     assert not (config.paths.temp / f"evaluate-nbp-{past}").exists()  # scratch removed
     with pytest.raises(UsageError, match="horizon ends"):
         evaluate_nbp(config, config.generate.end_on - timedelta(days=10), quiet())
+
+
+def _plain_rule_hits(baskets: list[list[str]], rules: list[tuple]) -> set[tuple]:
+    """The strongest rule per basket and product, straight from the definition."""
+    best = {}
+    for held in baskets:
+        for antecedent, consequent, confidence, lift in rules:
+            if set(antecedent) <= set(held) and consequent not in held:
+                rank = (-lift, len(antecedent), " + ".join(antecedent))
+                key = (tuple(held), consequent)
+                if key not in best or rank < best[key][0]:
+                    best[key] = (rank, lift, confidence, " + ".join(antecedent))
+    return {(*key, lift, conf, ante) for key, (_, lift, conf, ante) in best.items()}
+
+
+def test_rule_matching_by_bitstrings_equals_the_plain_definition():
+    rng = np.random.default_rng(7)
+    products = [f"P{i:02d}" for i in range(12)]
+    baskets = [[], ["P00"], products]  # empty, one product, every product
+    baskets += [sorted(rng.choice(products, rng.integers(1, 8), replace=False)) for _ in range(60)]
+    rules = []
+    for _ in range(150):
+        items = sorted(rng.choice(products, rng.integers(2, 5), replace=False))
+        consequent, antecedent = items[-1], items[:-1]
+        lift = float(rng.choice([1.5, 2.0, 2.5]))  # few values: many ties to break
+        rules.append((antecedent, consequent, float(rng.uniform(0.1, 0.9)), lift))
+    rules.append((["P99"], "P00", 0.5, 9.0))  # a product no basket holds: never matches
+    unique = {(tuple(a), c): (a, c, conf, lift) for a, c, conf, lift in rules}
+    rules = list(unique.values())
+
+    con = duckdb.connect()
+    con.execute("create table baskets (customer_id varchar, held varchar[])")
+    con.executemany(
+        "insert into baskets values (?, ?)", [[str(i), b] for i, b in enumerate(baskets)]
+    )
+    con.execute(
+        "create table rules (antecedent varchar[], antecedent_key varchar, consequent varchar, "
+        "confidence double, lift double)"
+    )
+    con.executemany(
+        "insert into rules values (?, ?, ?, ?, ?)",
+        [[a, " + ".join(a), c, conf, lift] for a, c, conf, lift in rules],
+    )
+    found = {
+        (tuple(held), product, lift, confidence, antecedent)
+        for held, product, lift, confidence, antecedent in con.execute(
+            _rule_hits_sql("baskets", "rules")
+        ).fetchall()
+    }
+    expected = _plain_rule_hits(baskets, rules)
+    assert len(expected) > 100
+    assert found == expected

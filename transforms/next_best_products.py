@@ -11,7 +11,8 @@ Grain: one row per customer_id, as_of and rank (1..top_k; fewer when fewer pass)
                                            a rule on the scale of a probability
     rule_lift, rule_confidence, rule_antecedent   the product_rules rule with the highest lift
                                            whose left side the customer holds and whose right
-                                           side he does not
+                                           side he does not (ties: the shorter left side,
+                                           then the first antecedent_key)
     propensity                             the product's classifier (acquisition within
                                            horizon_days), for products with enough history;
                                            scored only for customers not holding the product
@@ -94,6 +95,50 @@ def _signal_sql(params: NextBestProductParams, features: str, columns: set[str])
         )
     empty = "select null::varchar, null::varchar, null::double, null::varchar where false"
     return " union all ".join(parts) or empty
+
+
+def _rule_hits_sql(baskets: str, product_rules: str) -> str:
+    """Per basket (`held`, a list of product_ids) of `baskets`: the strongest rule per product
+    not in it whose left side it holds. Ties in lift go to the shorter left side, then the
+    first antecedent_key, so the same rule explains a product in every run.
+
+    Baskets and left sides are bitstrings over the products either names, and matching every
+    basket against every rule is a bitwise AND: at 1M customers (8,369 distinct baskets x
+    1,376 rules) a third of list_has_all's time."""
+    return f"""
+        with product_bits as (
+            select product_id, (row_number() over (order by product_id) - 1)::integer as bit
+            from (select unnest(held) as product_id from {baskets}
+                  union select consequent from {product_rules}
+                  union select unnest(antecedent) from {product_rules})
+        ),
+        basket_bits as (
+            select b.held, string_agg(if(list_contains(b.held, p.product_id), '1', '0'), ''
+                                      order by p.bit)::bit as bits
+            from (select distinct held from {baskets}) b cross join product_bits p
+            group by b.held
+        ),
+        rule_bits as (
+            select r.consequent, any_value(c.bit) as consequent_bit, r.antecedent_key,
+                   any_value(len(r.antecedent)) as antecedent_size,
+                   any_value(r.lift) as lift, any_value(r.confidence) as confidence,
+                   string_agg(if(list_contains(r.antecedent, p.product_id), '1', '0'), ''
+                              order by p.bit)::bit as antecedent_bits
+            from {product_rules} r
+            join product_bits c on c.product_id = r.consequent
+            cross join product_bits p
+            group by r.consequent, r.antecedent_key
+        )
+        select b.held, r.consequent as product_id,
+               max(r.lift) as rule_lift,
+               first(r.confidence order by r.lift desc, r.antecedent_size, r.antecedent_key)
+                   as rule_confidence,
+               first(r.antecedent_key order by r.lift desc, r.antecedent_size, r.antecedent_key)
+                   as rule_antecedent
+        from basket_bits b join rule_bits r
+          on (b.bits & r.antecedent_bits) = r.antecedent_bits
+         and get_bit(b.bits, r.consequent_bit) = 0
+        group by b.held, r.consequent"""
 
 
 def _propensity_settings(params: NextBestProductParams, features: CustomerFeaturesParams) -> str:
@@ -281,16 +326,7 @@ def next_best_products(
         create or replace temp table {CANDIDATES} as
         with held as (from {HELD}),
         baskets as (from {BASKETS}),
-        distinct_baskets as (select distinct held from baskets),
-        rule_hits as (  -- per distinct basket: the strongest rule per product not held
-            select b.held, r.consequent as product_id,
-                   max(r.lift) as rule_lift,
-                   arg_max(r.confidence, r.lift) as rule_confidence,
-                   arg_max(r.antecedent_key, r.lift) as rule_antecedent
-            from distinct_baskets b join {product_rules} r
-              on list_has_all(b.held, r.antecedent) and not list_contains(b.held, r.consequent)
-            group by all
-        ),
+        rule_hits as ({_rule_hits_sql("baskets", product_rules)}),
         rules as (
             -- on the scale of a probability: the product's base acquisition rate x the lift
             select b.customer_id, h.product_id, h.rule_confidence, h.rule_antecedent,
