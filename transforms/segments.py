@@ -97,6 +97,13 @@ def segments(
         for d in params.migration_dimensions
     )
     services = sorted(params.service.items())
+    compared = ", ".join(
+        [
+            "customer_id",
+            "segment_code",
+            *dict.fromkeys(quote(d) for d in params.migration_dimensions),
+        ]
+    )
     # Each input is aligned to the population (customer_features' customer_ids, in order) as a
     # scratch table, one spilling join at a time, and the aligned tables are put side by side
     # with POSITIONAL JOIN (transforms/scratch.py). A single query left-joining all eleven
@@ -117,7 +124,10 @@ def segments(
         "v": values,
         "c": churn,
         "w": worth,
-        "p": f"(select *, true as had_row from {previous})",  # the previous run's codes
+        # the previous run's codes, narrowed to the columns compared: it is the one input not
+        # in line on a nightly run, so it is copied (at 5M the nightly stage took 27.3 s
+        # against 13.0 s on a first run; at 1M narrowing took it from 2.9 s to 2.5 s)
+        "p": f"(select {compared}, true as had_row from {previous})",
     }
     aligned = {alias: scratch_table("segments", alias) for alias in inputs}
     for alias, source in inputs.items():
