@@ -9,11 +9,12 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from transforms.scratch import align, check_aligned, drop_scratch, scratch_table
+from transforms.scratch import align, check_aligned, drop_scratch, materialise, scratch_table
 
 
 def test_drop_scratch_removes_only_the_stage_s_tables_views_and_frames():
     con = duckdb.connect()
+    materialise(con, scratch_table("churn_scores", "table"), "select $x as x", {"x": 0})
     con.execute(f"create temp table {scratch_table('churn_scores', 'part')} as select 1 as x")
     con.execute(f"create temp view {scratch_table('churn_scores', 'view')} as select 2 as x")
     frame = pa.table({"x": [3]})
@@ -26,6 +27,7 @@ def test_drop_scratch_removes_only_the_stage_s_tables_views_and_frames():
     assert drop_scratch(con, "churn_scores") == [
         "churn_scores__frame",
         "churn_scores__part",
+        "churn_scores__table",
         "churn_scores__view",
     ]
     remaining = con.execute(
@@ -89,3 +91,15 @@ def test_a_source_already_in_line_is_read_in_place_not_copied():
     assert views == ["first"]
     assert con.execute("select x from second").fetchall() == [(1,), (None,), (1,)]
     check_aligned(con, "stage", "population", ["first", "second"])
+
+
+def test_materialise_replaces_a_scratch_table_or_view_of_that_name():
+    con = duckdb.connect()
+    con.execute("create temp view stage__part as select 'old view' as x")
+    materialise(con, "stage__part", "select $value as x", {"value": "first"})
+    materialise(con, "stage__part", "select $value as x", {"value": "second"})
+    tables = "select temporary from duckdb_tables() where table_name = 'stage__part'"
+    assert con.execute(tables).fetchall() == [(True,)]  # dropped with the connection
+    assert con.execute("select x from stage__part").fetchall() == [("second",)]
+    views = "select count(*) from duckdb_views() where view_name = 'stage__part'"
+    assert con.execute(views).fetchall() == [(0,)]

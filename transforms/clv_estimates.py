@@ -50,7 +50,7 @@ from pipeline.config import ClvParams
 from pipeline.errors import InputError
 from pipeline.expectations import Check, between
 from transforms.model_fits import MODEL_FITS, fit_rows
-from transforms.scratch import scratch_table
+from transforms.scratch import materialise, scratch_table
 from transforms.staging import literal
 
 DAYS = scratch_table("clv_estimates", "days")  # per customer, each day with a transaction
@@ -71,9 +71,10 @@ def purchase_summary(
     # two steps, each one operator that spills on its own (as one query with the days as a
     # CTE read twice, it failed to pin memory at 5M customers under a 2 GB limit): the
     # transaction days, then one pass over them per customer for both windows
-    con.execute(
+    materialise(
+        con,
+        DAYS,
         f"""
-        create or replace temp table {DAYS} as
         select customer_id, transaction_at::date as day, sum(amount_cny) as value
         from {stg_transactions}
         where transaction_at::date >= $start

@@ -66,7 +66,7 @@ import duckdb
 
 from pipeline.config import CustomerFeaturesParams
 from pipeline.expectations import Check, between
-from transforms.scratch import align, check_aligned, scratch_table
+from transforms.scratch import align, check_aligned, materialise, scratch_table
 from transforms.sources import (
     CATEGORIES,
     CHANNELS,
@@ -301,21 +301,18 @@ def customer_features(
     def scratch(part: str) -> str:
         return scratch_table("customer_features", part)
 
-    def materialise(part: str, sql: str) -> None:
-        con.execute(
-            f"create or replace temp table {scratch(part)} as {sql}",
-            {k: v for k, v in values.items() if f"${k}" in sql},
-        )
+    def materialise_part(part: str, sql: str) -> None:
+        materialise(con, scratch(part), sql, {k: v for k, v in values.items() if f"${k}" in sql})
 
     # Shared steps, each materialised once: the population in customer_id order, the balance
     # dates, and each customer's AUM on those dates.
-    materialise("population", f"{population} order by customer_id")
-    materialise(
+    materialise_part("population", f"{population} order by customer_id")
+    materialise_part(
         "snapshot_dates",
         f"select distinct balance_on from {balances} where balance_on <= $as_of",
     )
     snapshot_dates = scratch("snapshot_dates")
-    materialise(
+    materialise_part(
         "marks",
         f"""
         select max(balance_on) as now_on,
@@ -326,7 +323,7 @@ def customer_features(
         from {snapshot_dates}
         """,
     )
-    materialise(
+    materialise_part(
         "average_dates",
         f"""
         -- each snapshot stands for the days until the next one (or as_of)
@@ -344,7 +341,7 @@ def customer_features(
     # AUM per customer and balance date, summed straight from balances x products: only the
     # holdings part needs each position's product attributes, and only on now_on (a table of
     # every averaged date's positions with those attributes was the widest scratch at 5M)
-    materialise(
+    materialise_part(
         "daily_aum",
         f"""
         select b.customer_id, b.balance_on,
@@ -468,7 +465,7 @@ def customer_features(
     # POSITIONAL JOIN. Every step is one large operator, which spills to disk past the memory
     # limit; aggregating and aligning in one query failed instead (5M customers, 8GB).
     for part, sql in parts.items():
-        materialise(f"{part}_unaligned", sql)
+        materialise_part(f"{part}_unaligned", sql)
         if align(con, scratch("population"), scratch(part), scratch(f"{part}_unaligned")):
             con.execute(f"drop table {scratch(f'{part}_unaligned')}")
     check_aligned(con, "customer_features", scratch("population"), [scratch(p) for p in parts])

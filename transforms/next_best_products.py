@@ -52,7 +52,7 @@ from pipeline.config import AumTierParams, CustomerFeaturesParams, NextBestProdu
 from pipeline.errors import ConfigError
 from pipeline.expectations import Check, between, not_null
 from transforms.rules import rule_sql
-from transforms.scratch import scratch_table
+from transforms.scratch import materialise, scratch_table
 from transforms.snapshots import (
     feature_matrix,
     feature_sources,
@@ -275,19 +275,17 @@ def next_best_products(
     )
     # what each customer holds on as_of, read once: the propensity models skip held products
     # (never recommended), the rules match baskets, suitability excludes held pairs
-    con.execute(
-        f"create or replace temp table {HELD} as {holdings_on(stg_balances, '$as_of')}",
-        {"as_of": as_of},
-    )
-    con.execute(
+    materialise(con, HELD, holdings_on(stg_balances, "$as_of"), {"as_of": as_of})
+    materialise(
+        con,
+        BASKETS,
         f"""
-        create or replace temp table {BASKETS} as
         select f.customer_id, coalesce(h.held, []) as held
         from {customer_features} f left join (
             select customer_id, list(product_id order by product_id) as held
             from {HELD} group by customer_id
         ) h using (customer_id)
-        """
+        """,
     )
     by_product = {product: [] for product in sorted(models.models)}
     for frame, x in scoring_batches(  # one batch's feature matrix in memory at a time
@@ -326,9 +324,10 @@ def next_best_products(
     tiers = aum_tiers or "(select null::varchar as customer_id, null::varchar as service_tier)"
     tier_order = [t.code for t in aum_tiers_params.tiers] + [aum_tiers_params.private_banking.code]
     weights = params.weights
-    con.execute(
+    materialise(
+        con,
+        CANDIDATES,
         f"""
-        create or replace temp table {CANDIDATES} as
         with held as (from {HELD}),
         baskets as (from {BASKETS}),
         rule_hits as ({_rule_hits_sql("baskets", product_rules)}),

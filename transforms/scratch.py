@@ -2,10 +2,14 @@
 on the way to its output, e.g. to keep each query small enough to spill (one large join or
 aggregate at a time).
 
-A transform names them `<stage>__<part>`; whoever materialises the transform's result drops
-them with `drop_scratch` afterwards (the runner after each stage), so they never outlive the
-stage that made them: DuckDB's temp tables hold memory or temp files, registered frames hold
-Python memory that DuckDB's memory limit does not bound.
+A transform names them `<stage>__<part>` and makes them with `materialise`; whoever
+materialises the transform's result drops them with `drop_scratch` afterwards (the runner after
+each stage), so they never outlive the stage that made them: DuckDB's temp tables hold memory or
+temp files, registered frames hold Python memory that DuckDB's memory limit does not bound.
+
+They are TEMP tables. As tables of the run's database file (stored compressed) they put
+customer_features' parts side by side faster at 5M when timed alone (21.0 s against 38.1 s),
+but the stage took the same time in the runner (121.9 and 122.5 s against 124.5 and 117.8 s).
 """
 
 from __future__ import annotations
@@ -15,6 +19,14 @@ import duckdb
 
 def scratch_table(stage: str, part: str) -> str:
     return f"{stage}__{part}"
+
+
+def materialise(
+    con: duckdb.DuckDBPyConnection, table: str, sql: str, parameters: dict | None = None
+) -> None:
+    """(Re)create the scratch table `table` as the result of `sql`."""
+    _drop(con, table)  # from an earlier call on this connection, as a table or a view
+    con.execute(f"create temp table {table} as {sql}", parameters or {})
 
 
 def drop_scratch(con: duckdb.DuckDBPyConnection, stage: str) -> list[str]:
@@ -64,13 +76,14 @@ def align(con: duckdb.DuckDBPyConnection, population: str, target: str, source: 
     if not out_of_line:
         con.execute(f"create temp view {target} as select * from {source}")
         return False
-    con.execute(
+    materialise(
+        con,
+        target,
         f"""
-        create temp table {target} as
         select p.customer_id, x.* exclude (customer_id)
         from {population} p left join {source} x using (customer_id)
         order by p.customer_id
-        """
+        """,
     )
     return True
 

@@ -32,7 +32,7 @@ import duckdb
 
 from pipeline.config import SegmentsParams
 from pipeline.expectations import Check, between, in_set
-from transforms.scratch import align, check_aligned, scratch_table
+from transforms.scratch import align, check_aligned, materialise, scratch_table
 from transforms.staging import literal, quote
 
 
@@ -109,9 +109,8 @@ def segments(
     # with POSITIONAL JOIN (transforms/scratch.py). A single query left-joining all eleven
     # inputs failed at 5M customers under a 2 GB memory limit.
     population = scratch_table("segments", "population")
-    con.execute(
-        f"create or replace temp table {population} as "
-        f"select customer_id from {customer_features} order by customer_id"
+    materialise(
+        con, population, f"select customer_id from {customer_features} order by customer_id"
     )
     inputs = {
         "t": tiers,

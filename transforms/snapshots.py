@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline.config import CustomerFeaturesParams
 from transforms.customer_features import customer_features
-from transforms.scratch import drop_scratch
+from transforms.scratch import drop_scratch, materialise
 
 SOURCES = ("stg_customers", "stg_balances", "stg_products", "stg_events", "stg_questionnaires")
 
@@ -76,7 +76,7 @@ def training_sample(
     seed: int,
     name: str,
 ) -> Iterator[tuple[str, dict[str, str | None]]]:
-    """The staged inputs narrowed to a seeded sample of `customers` customers, as temp tables
+    """The staged inputs narrowed to a seeded sample of `customers` customers, as scratch tables
     named after `name` that live while the `with` block runs: yields (stg_transactions,
     sources) to pass to features_at. Every input with a customer_id keeps only the sample's
     rows (read once here, so each snapshot reads the sample's rows only); products pass
@@ -92,9 +92,10 @@ def training_sample(
     ):
         yield stg_transactions, sources
         return
-    con.execute(
+    materialise(
+        con,
+        f"{name}_customers",
         f"""
-        create or replace temp table {name}_customers as
         select customer_id from (select distinct customer_id from {universe})
         order by {seeded_order(seed, "customer_id")} limit $n
         """,
@@ -106,9 +107,10 @@ def training_sample(
         if table is None or source == "stg_products":
             return table
         created.append(f"{name}_{source}")
-        con.execute(
-            f"create or replace temp table {created[-1]} as "
-            f"select * from {table} semi join {name}_customers using (customer_id)"
+        materialise(
+            con,
+            created[-1],
+            f"select * from {table} semi join {name}_customers using (customer_id)",
         )
         return created[-1]
 
@@ -145,7 +147,7 @@ def features_at(
     snapshot: date,
     table: str,
 ) -> str:
-    """customer_features as of `snapshot`, materialised in the temp table `table`."""
+    """customer_features as of `snapshot`, materialised in the table `table`."""
     relation = customer_features(
         con, stg_transactions=stg_transactions, **sources, params=params, as_of=snapshot
     )
