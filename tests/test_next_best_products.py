@@ -26,8 +26,21 @@ CONFIG = load_config(DEFAULT_CONFIG, environ={})
 AS_OF = date(2026, 3, 31)
 
 
+class FixedPropensities(PropensityModels):
+    """Stands in for fitted models: one fixed propensity per product, for everyone."""
+
+    def predict(self, product: str, x: np.ndarray) -> np.ndarray | None:
+        return np.full(len(x), self.models[product]) if product in self.models else None
+
+
 @pytest.fixture
 def golden(tmp_path):
+    return _golden_lists(tmp_path)
+
+
+def _golden_lists(tmp_path, propensities=None):
+    """The hand-written bank below through next_best_products: (lists by customer, detail).
+    `propensities`: product -> a fixed propensity for everyone (default: no models)."""
     con = duckdb.connect()
     con.execute("""
         create table features as select * from (values
@@ -53,7 +66,9 @@ def golden(tmp_path):
                    100.00 as balance_cny from features
             union all select 'held', 'FUND', DATE '2026-03-31', 50.00;
         create table rules as select ['DEP'] as antecedent, 'DEP' as antecedent_key,
-            'CARD' as consequent, 0.5 as confidence, 2.0 as lift;
+            'CARD' as consequent, 0.5 as confidence, 2.0 as lift
+        -- TIME has no base rate: this rule scores 0, and shows only where a signal proposes TIME
+        union all select ['DEP'], 'DEP', 'TIME', 0.4, 1.5;
         create table txns (customer_id varchar);
     """)
     base = CONFIG.next_best_products.model_dump(by_alias=True)
@@ -85,8 +100,12 @@ def golden(tmp_path):
         }
     )
     store = ArtifactStore(tmp_path / "models")
-    saved = PropensityModels(
-        ["age_years"], acquisitions={"CARD": 10}, examples={"CARD": 100}, empty=np.array([False])
+    saved = FixedPropensities(
+        ["age_years"],
+        models=dict(propensities or {}),
+        acquisitions={"CARD": 10},
+        examples={"CARD": 100},
+        empty=np.array([False]),
     )
     store.save(
         "golden",
@@ -138,6 +157,15 @@ def test_every_suitability_rule_and_its_count(golden):
     }
 
 
+def test_a_rule_scoring_zero_still_explains_a_product_proposed_by_propensity(tmp_path):
+    """DEP -> TIME scores 0 (TIME has no base rate), so it is dropped before the customer
+    pairs are built unless something else can score that pair: here TIME's propensity."""
+    lists, _ = _golden_lists(tmp_path, {"TIME": 0.05})
+    time = next(r for r in lists["basic"] if r["product_id"] == "TIME")
+    assert time["sources"] == ["propensity"] and time["propensity"] == pytest.approx(0.05)
+    assert (time["rule_antecedent"], time["rule_lift"], time["rule_score"]) == ("DEP", 1.5, 0)
+
+
 def test_scores_reasons_and_checks_are_readable(golden):
     lists, _ = golden
     card = lists["basic"][0]
@@ -152,6 +180,7 @@ def test_scores_reasons_and_checks_are_readable(golden):
     assert "tier hnw >= hnw" in quant["suitability_check"]
     time = lists["cautious"][0]
     assert time["reason_text"] == "deposit pages" and time["sources"] == ["signals"]
+    assert (time["rule_antecedent"], time["rule_lift"], time["rule_score"]) == ("DEP", 1.5, 0)
 
 
 def test_propensity_models_learn_and_skip_rare_products():

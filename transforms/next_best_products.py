@@ -330,22 +330,45 @@ def next_best_products(
         f"""
         with held as (from {HELD}),
         baskets as (from {BASKETS}),
-        rule_hits as ({_rule_hits_sql("baskets", product_rules)}),
-        rules as (
-            -- on the scale of a probability: the product's base acquisition rate x the lift
-            select b.customer_id, h.product_id, h.rule_confidence, h.rule_antecedent,
-                   h.rule_lift,
-                   least(1, h.rule_lift * coalesce(
-                       $base_rates[list_position($rated_products, h.product_id)], 0))
-                       as rule_score
-            from baskets b join rule_hits h using (held)
-        ),
         signals as (
             select customer_id, product_id, max(signal_score) as signal_score,
                    string_agg(signal_reason, '; ' order by signal_score desc, signal_reason)
                        as signal_reason
             from ({_signal_sql(params, customer_features, columns)}) s
             group by all
+        ),
+        signal_baskets as materialized (  -- a few pairs: joined to the rules on their own
+            select distinct s.customer_id, s.product_id, b.held
+            from signals s join baskets b using (customer_id)
+        ),
+        rule_hits as (
+            -- on the scale of a probability: the product's base acquisition rate x the lift
+            select *, least(1, rule_lift * coalesce(
+                       $base_rates[list_position($rated_products, product_id)], 0))
+                       as rule_score
+            from ({_rule_hits_sql("baskets", product_rules)})
+        ),
+        rules as (
+            -- A rule's pair can pass min_score with a propensity (a product with a model: it
+            -- is scored for every customer not holding it), on its own, or with a signal.
+            -- Other pairs are dropped per basket before they are joined to every customer
+            -- holding it (at 5M customers, 43 M rule pairs before, of 20.8 M candidates).
+            select b.customer_id, h.* exclude (held)
+            from baskets b join rule_hits h using (held)
+            where list_contains($modelled, h.product_id)
+               or {weights.rules!r} * h.rule_score >= $min_score
+            union all
+            select s.customer_id, h.* exclude (held)
+            from signal_baskets s
+            join rule_hits h on h.held = s.held and h.product_id = s.product_id
+            where not (list_contains($modelled, h.product_id)
+                       or {weights.rules!r} * h.rule_score >= $min_score)
+        ),
+        held_signals as (
+            -- the only held pairs among the candidates: rules never propose a product in the
+            -- basket, and propensity is never scored for one
+            select customer_id, product_id
+            from signals semi join held using (customer_id, product_id)
         ),
         blended as (
             select customer_id, product_id, r.rule_confidence, r.rule_antecedent,
@@ -378,7 +401,7 @@ def next_best_products(
                end as exclusion
         from blended b
         join {stg_products} p using (product_id)
-        left join held h using (customer_id, product_id)
+        left join held_signals h using (customer_id, product_id)
         left join {tiers} t using (customer_id)
         left join {risk_profiles} r using (customer_id)
         where {weights.rules!r} * coalesce(b.rule_score, 0)
@@ -390,6 +413,7 @@ def next_best_products(
             "risk_free": params.risk_free_level,
             "min_score": max(params.min_score, 1e-12),
             "rated_products": list(rates),
+            "modelled": sorted(models.models),
             "base_rates": list(rates.values()),
         },
     )
