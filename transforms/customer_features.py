@@ -304,8 +304,8 @@ def customer_features(
     def materialise_part(part: str, sql: str) -> None:
         materialise(con, scratch(part), sql, {k: v for k, v in values.items() if f"${k}" in sql})
 
-    # Shared steps, each materialised once: the population in customer_id order, the balance
-    # dates, and each customer's AUM on those dates.
+    # Shared steps, each materialised once: the population in customer_id order and the
+    # balance dates (read back: few rows).
     materialise_part("population", f"{population} order by customer_id")
     materialise_part(
         "snapshot_dates",
