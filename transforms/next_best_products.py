@@ -342,27 +342,29 @@ def next_best_products(
             from signals s join baskets b using (customer_id)
         ),
         rule_hits as (
-            -- on the scale of a probability: the product's base acquisition rate x the lift
-            select *, least(1, rule_lift * coalesce(
-                       $base_rates[list_position($rated_products, product_id)], 0))
-                       as rule_score
-            from ({_rule_hits_sql("baskets", product_rules)})
+            -- A rule's pair can pass min_score on its own or with a propensity (a product
+            -- with a model is scored for every customer not holding it), else only with a
+            -- signal: decided per basket, so the others are never joined to every customer
+            -- holding it (at 5M customers, 43 M rule pairs before, of 20.8 M candidates)
+            select *, list_contains($modelled, product_id)
+                      or {weights.rules!r} * rule_score >= $min_score as may_pass
+            from (
+                -- on the scale of a probability: the product's base take-up rate x the lift
+                select *, least(1, rule_lift * coalesce(
+                           $base_rates[list_position($rated_products, product_id)], 0))
+                           as rule_score
+                from ({_rule_hits_sql("baskets", product_rules)})
+            )
         ),
         rules as (
-            -- A rule's pair can pass min_score with a propensity (a product with a model: it
-            -- is scored for every customer not holding it), on its own, or with a signal.
-            -- Other pairs are dropped per basket before they are joined to every customer
-            -- holding it (at 5M customers, 43 M rule pairs before, of 20.8 M candidates).
-            select b.customer_id, h.* exclude (held)
+            select b.customer_id, h.* exclude (held, may_pass)
             from baskets b join rule_hits h using (held)
-            where list_contains($modelled, h.product_id)
-               or {weights.rules!r} * h.rule_score >= $min_score
+            where h.may_pass
             union all
-            select s.customer_id, h.* exclude (held)
+            select s.customer_id, h.* exclude (held, may_pass)
             from signal_baskets s
             join rule_hits h on h.held = s.held and h.product_id = s.product_id
-            where not (list_contains($modelled, h.product_id)
-                       or {weights.rules!r} * h.rule_score >= $min_score)
+            where not h.may_pass
         ),
         held_signals as (
             -- the only held pairs among the candidates: rules never propose a product in the
