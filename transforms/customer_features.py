@@ -354,20 +354,22 @@ def customer_features(
         f"and b.balance_on = DATE '{day}') as {aum_on[day]}"
         for day in aum_dates
     )
+
     # aum_avg: the averaged dates each weighted by the days they cover, leaving out those
     # wholly before the customer opened
-    counted = [
-        (f"(p.opened_on is null or DATE '{covers}' + {int(days)} > p.opened_on)", day, days)
-        for day, covers, days in averaged
-    ]
-    weighted = " + ".join(
-        f"coalesce(case when {cond} then coalesce(a.{aum_on[day]}, 0) * {int(days)} end, 0)"
-        for cond, day, days in counted
+    def over_open_dates(term: str) -> str:  # sum of `term` ({aum}, {days}) over those dates
+        return " + ".join(
+            f"coalesce(case when p.opened_on is null "
+            f"or DATE '{covers}' + {int(days)} > p.opened_on "
+            f"then {term.format(aum=f'coalesce(a.{aum_on[day]}, 0)', days=int(days))} end, 0)"
+            for day, covers, days in averaged
+        )
+
+    aum_avg = (
+        f"({over_open_dates('{aum} * {days}')}) / nullif({over_open_dates('{days}')}, 0)"
+        if averaged
+        else "null"
     )
-    weights_counted = " + ".join(
-        f"coalesce(case when {cond} then {int(days)} end, 0)" for cond, _, days in counted
-    )
-    aum_avg = f"({weighted}) / nullif({weights_counted}, 0)" if counted else "null"
 
     def aum_at(day: date | None) -> str:
         return f"a.{aum_on[day]}" if day is not None else f"null::{_MONEY}"
