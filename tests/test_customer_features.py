@@ -112,6 +112,26 @@ def features(con, absent: tuple[str, ...] = ()) -> dict[str, dict]:
     return {row["customer_id"]: row for row in relation.pl().iter_rows(named=True)}
 
 
+def test_counts_are_published_as_bigint_and_money_as_decimal_whatever_the_parts_hold(con):
+    """The parts hold counts in 32 bits and sums narrowed to the money type (less to spill);
+    the published types are the contract and stay BIGINT and DECIMAL(18,2)."""
+    for absent in ((), SOURCES):
+        relation = customer_features(
+            con,
+            stg_transactions="stg_transactions",
+            **{f"stg_{s}": None if s in absent else f"stg_{s}" for s in SOURCES},
+            params=CONFIG.customer_features,
+            as_of=AS_OF,
+        )
+        types = dict(zip(relation.columns, map(str, relation.types), strict=True))
+        counted = ("txn_count", "inflow_count", "outflow_count", "logins", "enquiries")
+        counts = [c for c in types if c.startswith(counted + ("complaints", "views", "products_"))]
+        assert len(counts) == 78 and {types[c] for c in counts} == {"BIGINT"}, absent
+        money = [c for c in types if c.endswith("_cny")]
+        assert len(money) == 70 and {types[c] for c in money} == {"DECIMAL(18,2)"}, absent
+        drop_scratch(con, "customer_features")
+
+
 def test_population_and_demographics(con):
     rows = features(con)
     assert sorted(rows) == ["C1", "C2", "C4"]  # C3 opens after the as-of date

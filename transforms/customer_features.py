@@ -123,22 +123,28 @@ def _total(condition: str, value: str = "amount_cny") -> str:
     return f"sum(case when {condition} then {value} end)::{_MONEY}"
 
 
+def _count(condition: str) -> str:
+    """A conditional count, narrowed to 32 bits (half the memory of a part's count columns);
+    the output columns are cast back to bigint."""
+    return f"count(case when {condition} then 1 end)::integer"
+
+
 def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[str]]:
     """Aggregates over the `txn` CTE, and the final column expressions over its alias `t`."""
     aggregates, columns = [], []
     for w in params.windows_days:
         within = f"days_ago < {w}"
         aggregates += [
-            f"count(case when {within} then 1 end) as txn_count_{w}d",
+            f"{_count(within)} as txn_count_{w}d",
             f"{_total(within)} as txn_amount_{w}d_cny",
-            f"count(case when {within} and is_credit then 1 end) as inflow_count_{w}d",
+            f"{_count(f'{within} and is_credit')} as inflow_count_{w}d",
             f"{_total(f'{within} and is_credit')} as inflow_{w}d_cny",
-            f"count(case when {within} and not is_credit then 1 end) as outflow_count_{w}d",
+            f"{_count(f'{within} and not is_credit')} as outflow_count_{w}d",
             f"{_total(f'{within} and not is_credit')} as outflow_{w}d_cny",
-            f"count(case when {within} and is_digital then 1 end) as digital_count_{w}d",
+            f"{_count(f'{within} and is_digital')} as digital_count_{w}d",
         ]
         aggregates += [
-            f"count(case when {within} and channel = {literal(c)} then 1 end) as txn_count_{c}_{w}d"
+            f"{_count(f'{within} and channel = {literal(c)}')} as txn_count_{c}_{w}d"
             for c in CHANNELS
         ]
         aggregates += [
@@ -146,17 +152,19 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
             for k in CATEGORIES
         ]
         columns += [
-            f"coalesce(t.txn_count_{w}d, 0) as txn_count_{w}d",
+            f"coalesce(t.txn_count_{w}d, 0)::bigint as txn_count_{w}d",
             f"coalesce(t.txn_amount_{w}d_cny, 0)::{_MONEY} as txn_amount_{w}d_cny",
             f"round(t.txn_amount_{w}d_cny / nullif(t.txn_count_{w}d, 0), 2)::{_MONEY} "
             f"as avg_txn_{w}d_cny",
-            f"coalesce(t.inflow_count_{w}d, 0) as inflow_count_{w}d",
+            f"coalesce(t.inflow_count_{w}d, 0)::bigint as inflow_count_{w}d",
             f"coalesce(t.inflow_{w}d_cny, 0)::{_MONEY} as inflow_{w}d_cny",
-            f"coalesce(t.outflow_count_{w}d, 0) as outflow_count_{w}d",
+            f"coalesce(t.outflow_count_{w}d, 0)::bigint as outflow_count_{w}d",
             f"coalesce(t.outflow_{w}d_cny, 0)::{_MONEY} as outflow_{w}d_cny",
             f"t.digital_count_{w}d / nullif(t.txn_count_{w}d, 0) as digital_share_{w}d",
         ]
-        columns += [f"coalesce(t.txn_count_{c}_{w}d, 0) as txn_count_{c}_{w}d" for c in CHANNELS]
+        columns += [
+            f"coalesce(t.txn_count_{c}_{w}d, 0)::bigint as txn_count_{c}_{w}d" for c in CHANNELS
+        ]
         columns += [
             f"coalesce(t.amount_{k}_{w}d_cny, 0)::{_MONEY} as amount_{k}_{w}d_cny"
             for k in CATEGORIES
@@ -166,8 +174,8 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
     signed = "case when is_credit then amount_cny else -amount_cny end"
     business = _in_list(params.business_categories)
     aggregates += [
-        f"count(case when {recent} then 1 end) as txn_count_recent",
-        f"count(case when {previous} then 1 end) as txn_count_previous",
+        f"{_count(recent)} as txn_count_recent",
+        f"{_count(previous)} as txn_count_previous",
         f"{_total(recent, signed)} as net_flow_recent",
         f"{_total(previous, signed)} as net_flow_previous",
         "max(case when days_ago < 30 and not is_credit then amount_cny end) as largest_outflow_30d",
@@ -175,8 +183,8 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
         + " as business_inflow_365d",
     ]
     columns += [
-        "coalesce(t.txn_count_recent, 0) as txn_count_recent",
-        "coalesce(t.txn_count_previous, 0) as txn_count_previous",
+        "coalesce(t.txn_count_recent, 0)::bigint as txn_count_recent",
+        "coalesce(t.txn_count_previous, 0)::bigint as txn_count_previous",
         "(t.txn_count_recent - t.txn_count_previous)"
         " / nullif(t.txn_count_recent + t.txn_count_previous, 0) as activity_trend",
         f"coalesce(t.net_flow_recent, 0)::{_MONEY} as net_flow_recent_cny",
@@ -202,18 +210,20 @@ def _event_aggregates(params: CustomerFeaturesParams, present: bool) -> tuple[st
             ("complaints", "complaint"),
         ):
             aggregates.append(
-                f"count(case when {within} and event_type = '{event_type}' then 1 end) "
-                f"as {kind}_{w}d"
+                f"{_count(f'{within} and event_type = {literal(event_type)}')} as {kind}_{w}d"
             )
-            columns.append(f"{_when(present, f'e.{kind}_{w}d', '0')} as {kind}_{w}d")
+            columns.append(f"{_when(present, f'e.{kind}_{w}d', '0')}::bigint as {kind}_{w}d")
         for topic in EVENT_TOPICS:
             for kind, event_type in (("views", "page_view"), ("enquiries", "enquiry")):
                 name = f"{kind}_{topic}_{w}d"
                 aggregates.append(
-                    f"count(case when {within} and event_type = '{event_type}' "
-                    f"and topic = {literal(topic)} then 1 end) as {name}"
+                    _count(
+                        f"{within} and event_type = {literal(event_type)} "
+                        f"and topic = {literal(topic)}"
+                    )
+                    + f" as {name}"
                 )
-                columns.append(f"{_when(present, f'e.{name}', '0')} as {name}")
+                columns.append(f"{_when(present, f'e.{name}', '0')}::bigint as {name}")
     return ",\n".join(aggregates), columns
 
 
@@ -265,8 +275,7 @@ def customer_features(
             where transaction_at::date <= $as_of"""
     asset = "balance_type = 'asset'"
     family_aggregates = ", ".join(
-        f"count(case when balance_cny > 0 and product_family = {literal(f)} then 1 end) "
-        f"as products_{f}, "
+        f"{_count(f'balance_cny > 0 and product_family = {literal(f)}')} as products_{f}, "
         f"coalesce({_total(f'product_family = {literal(f)}', 'balance_cny')}, 0) as balance_{f}"
         for f in PRODUCT_FAMILIES
     )
@@ -276,7 +285,7 @@ def customer_features(
         for level in RISK_LEVELS
     )
     family_columns = [
-        f"{_when(has_holdings, f'h.products_{f}', '0')} as products_{f}, "
+        f"{_when(has_holdings, f'h.products_{f}', '0')}::bigint as products_{f}, "
         f"{_when(has_holdings, f'h.balance_{f}', '0')}::{_MONEY} as balance_{f}_cny"
         for f in PRODUCT_FAMILIES
     ]
@@ -350,8 +359,8 @@ def customer_features(
     aum_dates = sorted({d for d, _, _ in averaged} | {three_months_on, twelve_months_on} - {None})
     aum_on = {day: f"aum_{day:%Y%m%d}" for day in aum_dates}
     by_date = ",\n".join(
-        f"sum(b.balance_cny) filter (where p.balance_type = 'asset' "
-        f"and b.balance_on = DATE '{day}') as {aum_on[day]}"
+        _total(f"p.balance_type = 'asset' and b.balance_on = DATE '{day}'", "b.balance_cny")
+        + f" as {aum_on[day]}"
         for day in aum_dates
     )
 
