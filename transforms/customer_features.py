@@ -130,7 +130,8 @@ def _count(condition: str) -> str:
 
 
 def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[str]]:
-    """Aggregates over the `txn` CTE, and the final column expressions over its alias `t`."""
+    """Aggregates over the transaction rows of the lookback (the `txn_windows` part), and the
+    final column expressions over that part's alias `t`."""
     aggregates, columns = [], []
     for w in params.windows_days:
         within = f"days_ago < {w}"
