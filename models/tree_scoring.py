@@ -8,10 +8,11 @@ fails (it goes right) rules out every leaf of its left subtree, and a row's leaf
 leftmost leaf that no failed split rules out. The splits a row fails on feature f are those
 with t < x[f]: a prefix of f's thresholds in sorted order. So per feature, and per count of
 thresholds below a value (its cell), a table row holds, for every tree, a bit mask of the
-leaves still possible; a row's leaves are the AND of one table row per feature, and each
-tree's leaf is its lowest bit left. A missing value fails the splits that send missing values
-right: one more table row per feature. No branch depends on the data, so nothing is
-mispredicted, which is what a tree walk spends most of its time on.
+leaves still possible (16, 32 or 64 bits, as the widest tree needs); a row's leaves are the
+AND of one table row per feature, and each tree's leaf is its lowest bit left. A missing
+value fails the splits that send missing values right: one more table row per feature. No
+branch depends on the data, so nothing is mispredicted, which is what a tree walk spends
+most of its time on.
 
 "The score with feature j at another value" (churn reason codes) is then the AND of every
 other feature's row (kept as running products before and after j) with j's row for that
@@ -31,6 +32,9 @@ import numba
 import numpy as np
 
 MAX_LEAVES = 64  # leaves per tree that fit in one uint64 mask
+# masks as narrow as the widest tree allows: at 15 leaves a uint16 table is a quarter of a
+# uint64 one, and scoring 5M customers for six products took half the time (15.6 s before)
+_MASK_TYPES = (np.uint16, np.uint32, np.uint64)
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 # a lowest set bit times this de Bruijn constant (mod 2**64) has the bit's position's own
 # pattern in its top 6 bits: _POSITION reads the position back
@@ -50,6 +54,7 @@ class CompiledTrees:
     threshold_start: np.ndarray  # feature f's are thresholds[threshold_start[f]:...[f + 1]]
     table_start: np.ndarray  # feature f's first row in tables
     tables: np.ndarray  # rows x trees leaf masks: per feature, its cells then missing
+    every_leaf: np.ndarray  # trees: a mask with every leaf possible, of the tables' type
     leaf_values: np.ndarray  # trees x MAX_LEAVES: the raw value of each leaf
     using_start: np.ndarray  # the trees splitting on feature f: using[using_start[f]:...]
     using: np.ndarray
@@ -74,8 +79,10 @@ class CompiledTrees:
             baseline = float(np.ravel(booster._baseline_prediction)[0])
         except (AttributeError, IndexError, TypeError):
             return None
-        if any(tree.get_n_leaf_nodes() > MAX_LEAVES for tree in trees):
+        widest = max((tree.get_n_leaf_nodes() for tree in trees), default=1)
+        if widest > MAX_LEAVES:
             return None
+        mask_type = next(t for t in _MASK_TYPES if np.iinfo(t).bits >= widest)
         leaf_values = np.zeros((len(trees), MAX_LEAVES))
         # per feature: (threshold, tree, leaves still possible when failed, missing goes left)
         splits: list[list[tuple[float, int, int, bool]]] = [[] for _ in range(n_features)]
@@ -108,7 +115,9 @@ class CompiledTrees:
             thresholds=np.concatenate(thresholds).astype(np.float64),
             threshold_start=_starts(thresholds),
             table_start=_starts(tables)[:-1],
-            tables=np.concatenate(tables),
+            # every leaf number is below `widest`: the narrower type keeps all of its bits
+            tables=np.concatenate(tables).astype(mask_type),
+            every_leaf=np.full(len(trees), np.iinfo(mask_type).max, dtype=mask_type),
             leaf_values=leaf_values,
             using_start=_starts(using),
             using=np.concatenate(using),
@@ -121,6 +130,7 @@ class CompiledTrees:
             self.threshold_start,
             self.table_start,
             self.tables,
+            self.every_leaf,
             self.leaf_values,
             _POSITION,
             self.baseline,
@@ -186,17 +196,20 @@ def _cell_row(value, thresholds, threshold_start, table_start, feature):
 
 @numba.njit(cache=True, inline="always")
 def _leaf_value(mask, tree, leaf_values, position):
+    mask = np.uint64(mask)
     lowest = mask & (~mask + np.uint64(1))
     return leaf_values[tree, position[(lowest * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]]
 
 
 @numba.njit(parallel=True, cache=True)
-def _raw(x, thresholds, threshold_start, table_start, tables, leaf_values, position, baseline):
+def _raw(
+    x, thresholds, threshold_start, table_start, tables, every_leaf, leaf_values, position, baseline
+):
     rows, features = x.shape
     trees = tables.shape[1]
     out = np.empty(rows)
     for i in numba.prange(rows):
-        mask = np.full(trees, np.uint64(0xFFFF_FFFF_FFFF_FFFF))
+        mask = every_leaf.copy()
         for f in range(features):
             if threshold_start[f + 1] == threshold_start[f]:
                 continue  # no tree splits on it
@@ -220,6 +233,7 @@ def _raw_with_each_at(
     threshold_start,
     table_start,
     tables,
+    every_leaf,
     leaf_values,
     position,
     baseline,
@@ -230,8 +244,8 @@ def _raw_with_each_at(
     for i in numba.prange(rows):
         own_rows = np.empty(features, dtype=np.int64)
         # after[f]: the AND of the masks of the features after f
-        after = np.empty((features + 1, trees), dtype=np.uint64)
-        after[features, :] = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+        after = np.empty((features + 1, trees), dtype=tables.dtype)
+        after[features, :] = every_leaf
         for f in range(features - 1, -1, -1):
             after[f, :] = after[f + 1, :]
             if threshold_start[f + 1] == threshold_start[f]:
@@ -244,7 +258,7 @@ def _raw_with_each_at(
         for t in range(trees):
             leaves[t] = _leaf_value(after[0, t], t, leaf_values, position)
             raw += leaves[t]
-        before = np.full(trees, np.uint64(0xFFFF_FFFF_FFFF_FFFF))
+        before = every_leaf.copy()
         changed = leaves.copy()
         for f in range(features):
             out[i, f] = raw

@@ -43,14 +43,19 @@ def _edge_rows(booster, x: np.ndarray) -> np.ndarray:
     return rows
 
 
-@pytest.mark.parametrize("leaves", [2, 15, 31, MAX_LEAVES])
-def test_raw_scores_equal_scikit_learns_bit_for_bit(leaves):
+# each width of leaf mask: trees of up to 16 leaves are scored with 16-bit masks, and so on
+WIDTHS = [(2, np.uint16), (15, np.uint16), (31, np.uint32), (MAX_LEAVES, np.uint64)]
+
+
+@pytest.mark.parametrize("leaves, mask_type", WIDTHS)
+def test_raw_scores_equal_scikit_learns_bit_for_bit(leaves, mask_type):
     x, y = _data()
     booster = HistGradientBoostingClassifier(
         max_iter=40, max_leaf_nodes=leaves, min_samples_leaf=5, random_state=0
     ).fit(x, y)
     trees = CompiledTrees.of(booster, x.shape[1])
     assert trees is not None
+    assert trees.tables.dtype == mask_type
     rows = np.vstack([x, _edge_rows(booster, x)])
     expected = booster._raw_predict(rows).ravel()
     assert np.array_equal(trees.raw(rows), expected)
@@ -67,11 +72,15 @@ def test_a_regressors_trees_compile_too():
     )
 
 
-def test_one_feature_at_another_value_equals_scoring_the_changed_rows():
+@pytest.mark.parametrize("leaves, mask_type", WIDTHS[1:])
+def test_one_feature_at_another_value_equals_scoring_the_changed_rows(leaves, mask_type):
     x, y = _data()
     x = np.column_stack([x, np.ones(len(x))])  # a constant: no tree splits on it
-    booster = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(x, y)
+    booster = HistGradientBoostingClassifier(
+        max_iter=60, max_leaf_nodes=leaves, min_samples_leaf=5, random_state=0
+    ).fit(x, y)
     trees = CompiledTrees.of(booster, x.shape[1])
+    assert trees.tables.dtype == mask_type
     rows = np.vstack([x[:500], _edge_rows(booster, x)[:500]])
     values = np.array([0.0, 0.5, 2.0, -1.0, 0.25, 3.0, 7.0])
     got = trees.raw_with_each_at(rows, values)
