@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -227,6 +228,8 @@ def test_lists_on_the_sample_bank_are_suitable_and_counted(small_bank):
         params={"nbp": str(nbp)},
     ).fetchall()[0][0]
     assert held == 0  # never a product already held
+    keys = pl.read_parquet(nbp, columns=["customer_id", "rank"])
+    assert keys.equals(keys.sort("customer_id", "rank"))  # written in key order
     risky = con.sql("""
         select count(*) from next_best_products n join risk_profiles r using (customer_id)
         where regexp_extract(n.suitability_check, 'risk (R[1-5])', 1) > 'R1'
