@@ -68,8 +68,8 @@ from transforms.staging import literal, quote
 EXCLUSIONS = ("already_held", "tier_not_eligible", "no_valid_questionnaire", "risk_above_class")
 PROPENSITY_FORMAT = 1
 # scratch tables of a run (dropped after the stage): what each customer holds on as_of, his
-# basket, the propensity scores and every candidate with its exclusion
-HELD, BASKETS, PROPENSITY, CANDIDATES = (
+# basket, the propensity scores (a column per product) and every candidate with its exclusion
+HELD, BASKETS, PROPENSITY_BY_PRODUCT, CANDIDATES = (
     scratch_table("next_best_products", part)
     for part in ("held", "baskets", "propensity", "candidates")
 )
@@ -287,7 +287,11 @@ def next_best_products(
         ) h using (customer_id)
         """,
     )
-    by_product = {product: [] for product in sorted(models.models)}
+    # one column of propensities per modelled product (null where the customer holds it),
+    # unpivoted to (customer_id, product_id, propensity) in DuckDB: a row per customer crosses
+    # into DuckDB, not a row per customer and product
+    modelled = sorted(models.models)
+    customer_ids, scores = [], {product: [] for product in modelled}
     for frame, x in scoring_batches(  # one batch's feature matrix in memory at a time
         con,
         f"""
@@ -298,28 +302,28 @@ def next_best_products(
         params.propensity.features,
     ):
         x[:, models.empty] = 0.0
-        for product, batches in by_product.items():
+        customer_ids.append(frame["customer_id"])
+        for product, batches in scores.items():
             open_to = ~frame["held"].list.contains(product).to_numpy()
-            if not open_to.any():  # everyone in the batch holds it
-                continue
-            batches.append(
-                pl.DataFrame(
-                    {
-                        "customer_id": frame["customer_id"].filter(open_to),
-                        "product_id": product,
-                        "propensity": models.predict(product, x[open_to]),
-                    }
-                )
-            )
-    scored = [batch for batches in by_product.values() for batch in batches]
-    propensity = (
-        pl.concat(scored)
-        if scored
-        else pl.DataFrame(
-            schema={"customer_id": pl.String, "product_id": pl.String, "propensity": pl.Float64}
+            batch = np.full(len(frame), np.nan)
+            if open_to.any():  # else everyone in the batch holds it
+                batch[open_to] = models.predict(product, x[open_to])
+            batches.append(batch)
+    if modelled and customer_ids:
+        wide = pl.DataFrame(
+            [pl.concat(customer_ids)]
+            + [pl.Series(p, np.concatenate(b)).fill_nan(None) for p, b in scores.items()]
         )
-    )
-    con.register(PROPENSITY, propensity.to_arrow())
+        con.register(PROPENSITY_BY_PRODUCT, wide.to_arrow())
+        propensity = (
+            f"(unpivot {PROPENSITY_BY_PRODUCT} on {', '.join(quote(p) for p in modelled)} "
+            "into name product_id value propensity)"
+        )
+    else:
+        propensity = (
+            "(select null::varchar as customer_id, null::varchar as product_id,"
+            " null::double as propensity where false)"
+        )
 
     tiers = aum_tiers or "(select null::varchar as customer_id, null::varchar as service_tier)"
     tier_order = [t.code for t in aum_tiers_params.tiers] + [aum_tiers_params.private_banking.code]
@@ -376,7 +380,7 @@ def next_best_products(
             select customer_id, product_id, r.rule_confidence, r.rule_antecedent,
                    r.rule_lift, r.rule_score, p.propensity, s.signal_score, s.signal_reason
             from rules r
-            full join {PROPENSITY} p using (customer_id, product_id)
+            full join {propensity} p using (customer_id, product_id)
             full join signals s using (customer_id, product_id)
         )
         select b.*,
