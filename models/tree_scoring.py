@@ -54,7 +54,6 @@ class CompiledTrees:
     threshold_start: np.ndarray  # feature f's are thresholds[threshold_start[f]:...[f + 1]]
     table_start: np.ndarray  # feature f's first row in tables
     tables: np.ndarray  # rows x trees leaf masks: per feature, its cells then missing
-    every_leaf: np.ndarray  # trees: a mask with every leaf possible, of the tables' type
     leaf_values: np.ndarray  # trees x MAX_LEAVES: the raw value of each leaf
     using_start: np.ndarray  # the trees splitting on feature f: using[using_start[f]:...]
     using: np.ndarray
@@ -117,7 +116,6 @@ class CompiledTrees:
             table_start=_starts(tables)[:-1],
             # every leaf number is below `widest`: the narrower type keeps all of its bits
             tables=np.concatenate(tables).astype(mask_type),
-            every_leaf=np.full(len(trees), np.iinfo(mask_type).max, dtype=mask_type),
             leaf_values=leaf_values,
             using_start=_starts(using),
             using=np.concatenate(using),
@@ -130,7 +128,8 @@ class CompiledTrees:
             self.threshold_start,
             self.table_start,
             self.tables,
-            self.every_leaf,
+            # per tree, a mask with every leaf possible, in the tables' type
+            np.full(self.tables.shape[1], np.iinfo(self.tables.dtype).max, self.tables.dtype),
             self.leaf_values,
             _POSITION,
             self.baseline,
