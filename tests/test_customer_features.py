@@ -297,3 +297,22 @@ def test_a_bank_that_outgrows_the_memory_limit_gets_the_same_features(tmp_path):
     assert not con.execute(
         "select * from duckdb_tables() where starts_with(table_name, 'customer_features__')"
     ).fetchall()
+
+
+def test_short_windows_still_read_a_year_for_the_yearly_business_inflow(con):
+    """business_inflow_365d reads 365 days whatever the windows: with one 30-day window and a
+    30-day trend, C4's business income 136 days back still counts (the lookback is the longest
+    window any aggregate reads, no longer the configured windows alone)."""
+    params = CONFIG.customer_features.model_copy(
+        update={"windows_days": [30], "trend_window_days": 30}
+    )
+    relation = customer_features(
+        con,
+        stg_transactions="stg_transactions",
+        **{f"stg_{s}": f"stg_{s}" for s in SOURCES},
+        params=params,
+        as_of=AS_OF,
+    )
+    rows = {row["customer_id"]: row for row in relation.pl().iter_rows(named=True)}
+    assert float(rows["C4"]["business_inflow_365d_cny"]) == 1000.0
+    assert "txn_count_90d" not in relation.columns and rows["C4"]["txn_count_30d"] == 2

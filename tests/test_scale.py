@@ -14,9 +14,10 @@ from tests.conftest import quiet
 def test_a_run_under_a_small_memory_limit_publishes_the_same_tables(
     tmp_path, small_bank, monkeypatch
 ):
-    """One thread, a 192MB memory limit and scoring in batches of 97 customers (one batch of
-    600 by default) publish the same tables."""
+    """One thread, a 192MB memory limit, and scoring and day windows in batches of 97
+    customers (one batch of 600 by default) publish the same tables."""
     monkeypatch.setattr("transforms.snapshots.SCORING_BATCH_ROWS", 97)
+    monkeypatch.setattr("transforms.day_windows.SLICE_CUSTOMERS", 97)
     bank, _, _ = small_bank
     paths = bank.paths.model_copy(
         update={

@@ -52,7 +52,10 @@ questionnaire risk_score, risk_assessed_on, risk_assessment_age_days, risk_asses
               (the latest answer of each type on or before as_of)
 
 How: each group's aggregates are materialised as scratch tables (transforms/scratch.py) aligned
-to the population, then put side by side; see the comment in customer_features.
+to the population, then put side by side; see the comment in customer_features. The transaction
+and event windows (most of the columns) are aggregated by transforms/day_windows.py: polars over
+rows sorted by customer, 21 s at 5M customers where one DuckDB GROUP BY and its alignment took
+36 s.
 
 Checks: customer_id unique and not null; counts and amounts >= 0; shares within 0..1.
 The coverage of each group is measured by `feature_coverage` from FEATURE_GROUPS below.
@@ -66,6 +69,7 @@ import duckdb
 
 from pipeline.config import CustomerFeaturesParams
 from pipeline.expectations import Check, between
+from transforms.day_windows import WindowAggregate, aggregate_windows, plain_aggregates
 from transforms.scratch import align, check_aligned, materialise, scratch_table
 from transforms.sources import (
     CATEGORIES,
@@ -129,29 +133,33 @@ def _count(condition: str) -> str:
     return f"count(case when {condition} then 1 end)::integer"
 
 
-def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[str]]:
-    """Aggregates over the transaction rows of the lookback (the `txn_windows` part), and the
-    final column expressions over that part's alias `t`."""
+def _transaction_aggregates(
+    params: CustomerFeaturesParams,
+) -> tuple[list[WindowAggregate], list[str]]:
+    """The aggregates over transaction rows (the `txn_windows` part), and the final column
+    expressions over that part's alias `t`."""
     aggregates, columns = [], []
+
+    def count(name: str, days: tuple[int, int], *where) -> None:
+        aggregates.append(WindowAggregate(name, "count", days, tuple(where)))
+
+    def total(name: str, days: tuple[int, int], *where, how: str = "sum") -> None:
+        aggregates.append(WindowAggregate(name, how, days, tuple(where), value="amount_cny"))
+
+    credit, debit = ("is_credit", (True,)), ("is_credit", (False,))
     for w in params.windows_days:
-        within = f"days_ago < {w}"
-        aggregates += [
-            f"{_count(within)} as txn_count_{w}d",
-            f"{_total(within)} as txn_amount_{w}d_cny",
-            f"{_count(f'{within} and is_credit')} as inflow_count_{w}d",
-            f"{_total(f'{within} and is_credit')} as inflow_{w}d_cny",
-            f"{_count(f'{within} and not is_credit')} as outflow_count_{w}d",
-            f"{_total(f'{within} and not is_credit')} as outflow_{w}d_cny",
-            f"{_count(f'{within} and is_digital')} as digital_count_{w}d",
-        ]
-        aggregates += [
-            f"{_count(f'{within} and channel = {literal(c)}')} as txn_count_{c}_{w}d"
-            for c in CHANNELS
-        ]
-        aggregates += [
-            f"{_total(f'{within} and category = {literal(k)}')} as amount_{k}_{w}d_cny"
-            for k in CATEGORIES
-        ]
+        within = (0, w)
+        count(f"txn_count_{w}d", within)
+        total(f"txn_amount_{w}d_cny", within)
+        count(f"inflow_count_{w}d", within, credit)
+        total(f"inflow_{w}d_cny", within, credit)
+        count(f"outflow_count_{w}d", within, debit)
+        total(f"outflow_{w}d_cny", within, debit)
+        count(f"digital_count_{w}d", within, ("channel", tuple(params.digital_channels)))
+        for c in CHANNELS:
+            count(f"txn_count_{c}_{w}d", within, ("channel", (c,)))
+        for k in CATEGORIES:
+            total(f"amount_{k}_{w}d_cny", within, ("category", (k,)))
         columns += [
             f"coalesce(t.txn_count_{w}d, 0)::bigint as txn_count_{w}d",
             f"coalesce(t.txn_amount_{w}d_cny, 0)::{_MONEY} as txn_amount_{w}d_cny",
@@ -171,61 +179,68 @@ def _transaction_aggregates(params: CustomerFeaturesParams) -> tuple[str, list[s
             for k in CATEGORIES
         ]
     trend = params.trend_window_days
-    recent, previous = f"days_ago < {trend}", f"days_ago >= {trend} and days_ago < {2 * trend}"
-    signed = "case when is_credit then amount_cny else -amount_cny end"
-    business = _in_list(params.business_categories)
-    aggregates += [
-        f"{_count(recent)} as txn_count_recent",
-        f"{_count(previous)} as txn_count_previous",
-        f"{_total(recent, signed)} as net_flow_recent",
-        f"{_total(previous, signed)} as net_flow_previous",
-        "max(case when days_ago < 30 and not is_credit then amount_cny end) as largest_outflow_30d",
-        _total(f"days_ago < 365 and is_credit and category in {business}")
-        + " as business_inflow_365d",
-    ]
+    recent, previous = (0, trend), (trend, 2 * trend)
+    count("txn_count_recent", recent)
+    count("txn_count_previous", previous)
+    total("inflow_recent", recent, credit)
+    total("outflow_recent", recent, debit)
+    total("inflow_previous", previous, credit)
+    total("outflow_previous", previous, debit)
+    total("largest_outflow_30d", (0, 30), debit, how="max")
+    total(
+        "business_inflow_365d",
+        (0, 365),
+        credit,
+        ("category", tuple(params.business_categories)),
+    )
+
+    def net(period: str) -> str:
+        return f"(coalesce(t.inflow_{period}, 0) - coalesce(t.outflow_{period}, 0))"
+
     columns += [
         "coalesce(t.txn_count_recent, 0)::bigint as txn_count_recent",
         "coalesce(t.txn_count_previous, 0)::bigint as txn_count_previous",
         "(t.txn_count_recent - t.txn_count_previous)"
         " / nullif(t.txn_count_recent + t.txn_count_previous, 0) as activity_trend",
-        f"coalesce(t.net_flow_recent, 0)::{_MONEY} as net_flow_recent_cny",
-        f"coalesce(t.net_flow_previous, 0)::{_MONEY} as net_flow_previous_cny",
-        f"(coalesce(t.net_flow_recent, 0) - coalesce(t.net_flow_previous, 0))::{_MONEY}"
-        " as net_flow_trend_cny",
+        f"{net('recent')}::{_MONEY} as net_flow_recent_cny",
+        f"{net('previous')}::{_MONEY} as net_flow_previous_cny",
+        f"({net('recent')} - {net('previous')})::{_MONEY} as net_flow_trend_cny",
         f"coalesce(t.largest_outflow_30d, 0)::{_MONEY} as largest_outflow_30d_cny",
         "coalesce(s.salary_credit_months_90d, 0) as salary_credit_months_90d",
         f"coalesce(s.salary_credit_months_90d, 0) >= {params.salary_min_months}"
         " as has_salary_inflow",
         f"coalesce(t.business_inflow_365d, 0)::{_MONEY} as business_inflow_365d_cny",
     ]
-    return ",\n".join(aggregates), columns
+    return aggregates, columns
 
 
-def _event_aggregates(params: CustomerFeaturesParams, present: bool) -> tuple[str, list[str]]:
+def _event_aggregates(
+    params: CustomerFeaturesParams, present: bool
+) -> tuple[list[WindowAggregate], list[str]]:
     aggregates, columns = [], []
     for w in params.event_windows_days:
-        within = f"days_ago < {w}"
         for kind, event_type in (
             ("logins", "login"),
             ("enquiries", "enquiry"),
             ("complaints", "complaint"),
         ):
+            name = f"{kind}_{w}d"
             aggregates.append(
-                f"{_count(f'{within} and event_type = {literal(event_type)}')} as {kind}_{w}d"
+                WindowAggregate(name, "count", (0, w), (("event_type", (event_type,)),))
             )
-            columns.append(f"{_when(present, f'e.{kind}_{w}d', '0')}::bigint as {kind}_{w}d")
+            columns.append(f"{_when(present, f'e.{name}', '0')}::bigint as {name}")
         for topic in EVENT_TOPICS:
             for kind, event_type in (("views", "page_view"), ("enquiries", "enquiry")):
                 name = f"{kind}_{topic}_{w}d"
-                aggregates.append(
-                    _count(
-                        f"{within} and event_type = {literal(event_type)} "
-                        f"and topic = {literal(topic)}"
-                    )
-                    + f" as {name}"
-                )
+                where = (("event_type", (event_type,)), ("topic", (topic,)))
+                aggregates.append(WindowAggregate(name, "count", (0, w), where))
                 columns.append(f"{_when(present, f'e.{name}', '0')}::bigint as {name}")
-    return ",\n".join(aggregates), columns
+    return aggregates, columns
+
+
+def _lookback(aggregates: list[WindowAggregate]) -> int:
+    """Days of rows the aggregates read back from as_of."""
+    return max(a.days[1] for a in aggregates)
 
 
 def customer_features(
@@ -239,6 +254,7 @@ def customer_features(
     stg_questionnaires: str | None,
     params: CustomerFeaturesParams,
     as_of: date,
+    plain_windows: bool = False,
 ) -> duckdb.DuckDBPyRelation:
     has_customers = stg_customers is not None
     has_holdings = stg_balances is not None and stg_products is not None
@@ -250,11 +266,8 @@ def customer_features(
     events = stg_events or empty_source("events")
     questionnaires = stg_questionnaires or empty_source("questionnaires")
 
-    windows = params.windows_days
-    lookback = max(max(windows), 2 * params.trend_window_days, 90)
     txn_aggregates, txn_columns = _transaction_aggregates(params)
     event_aggregates, event_columns = _event_aggregates(params, has_events)
-    digital = _in_list(params.digital_channels)
     if has_customers:
         population = f"""
             select customer_id, opened_on,
@@ -384,19 +397,28 @@ def customer_features(
     def aum_at(day: date | None) -> str:
         return f"a.{aum_on[day]}" if day is not None else f"null::{_MONEY}"
 
+    # The window parts: rows with their age in days, aggregated per customer by day_windows.
+    window_parts = {
+        "txn_windows": (
+            f"""
+            select customer_id, amount_cny, direction = 'credit' as is_credit, channel,
+                   category, $as_of - transaction_at::date as days_ago
+            from {stg_transactions}
+            where transaction_at::date <= $as_of
+              and transaction_at::date > $as_of - {_lookback(txn_aggregates)}""",
+            txn_aggregates,
+        ),
+        "event_windows": (
+            f"""
+            select customer_id, event_type, topic, $as_of - event_at::date as days_ago
+            from {events}
+            where event_at::date <= $as_of
+              and event_at::date > $as_of - {_lookback(event_aggregates)}""",
+            event_aggregates,
+        ),
+    }
     # One part per source aspect, each grouped by customer_id.
     parts = {
-        "txn_windows": f"""
-            select customer_id, {txn_aggregates}
-            from (
-                select customer_id, amount_cny, direction = 'credit' as is_credit, channel,
-                       category, channel in {digital} as is_digital,
-                       $as_of - transaction_at::date as days_ago
-                from {stg_transactions}
-                where transaction_at::date <= $as_of
-                  and transaction_at::date > $as_of - {lookback}
-            )
-            group by customer_id""",
         "salary": f"""
             select customer_id,
                    count(distinct date_trunc('month', transaction_at)) as salary_credit_months_90d
@@ -446,15 +468,6 @@ def customer_features(
             group by b.customer_id"""
         if aum_dates
         else f"select customer_id from {balances} where false",
-        "event_windows": f"""
-            select customer_id, {event_aggregates}
-            from (
-                select customer_id, event_type, topic, $as_of - event_at::date as days_ago
-                from {events}
-                where event_at::date <= $as_of
-                  and event_at::date > $as_of - {max(params.event_windows_days)}
-            )
-            group by customer_id""",
         "last_event": f"""
             select customer_id, max(event_at)::date as last_event_on,
                    max(event_at) filter (where event_type = 'login')::date as last_login_on
@@ -480,15 +493,36 @@ def customer_features(
               and answered_on <= $as_of
             group by customer_id""",
     }
+
     # Each part is aggregated, then aligned to the population (transforms/scratch.py: one left
     # join per part, in the population's order), and the parts are put side by side with
     # POSITIONAL JOIN. Every step is one large operator, which spills to disk past the memory
     # limit; aggregating and aligning in one query failed instead (5M customers, 8GB).
-    for part, sql in parts.items():
+    def aggregate_and_align(part: str, sql: str) -> None:
         materialise_part(f"{part}_unaligned", sql)
         if align(con, scratch("population"), scratch(part), scratch(f"{part}_unaligned")):
             con.execute(f"drop table {scratch(f'{part}_unaligned')}")
-    check_aligned(con, "customer_features", scratch("population"), [scratch(p) for p in parts])
+
+    for part, (rows, aggregates) in window_parts.items():
+        if plain_windows:  # the reference the tests compare day_windows with
+            aggregate_and_align(
+                part,
+                f"select customer_id, {plain_aggregates(aggregates)} "
+                f"from ({rows}) group by customer_id",
+            )
+        else:
+            aggregate_windows(
+                con,
+                target=scratch(part),
+                population=scratch("population"),
+                rows=rows,
+                parameters={"as_of": as_of},
+                aggregates=aggregates,
+            )
+    for part, sql in parts.items():
+        aggregate_and_align(part, sql)
+    aligned = [*window_parts, *parts]
+    check_aligned(con, "customer_features", scratch("population"), [scratch(p) for p in aligned])
     aliases = {
         "txn_windows": "t",
         "salary": "s",
@@ -542,7 +576,7 @@ def customer_features(
                    as risk_assessment_expired,
                na.nps_score, na.nps_answered_on
         from {scratch("population")} p
-        {" ".join(f"positional join {scratch(part)} {aliases[part]}" for part in parts)}
+        {" ".join(f"positional join {scratch(part)} {aliases[part]}" for part in aligned)}
         """,
         params={"as_of": as_of, "now_on": values["now_on"]},
     )
