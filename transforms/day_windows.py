@@ -135,7 +135,8 @@ def aggregate_windows(
     aggregates: Sequence[WindowAggregate],
 ) -> None:
     """Make the scratch table `target`: `aggregates` over `rows` (a query; `parameters` bind its
-    $names) per customer of `population` (a table in customer_id order), aligned to it."""
+    $names, and DuckDB refuses one it does not use) per customer of `population` (a table in
+    customer_id order), aligned to it."""
     codes = _codes(aggregates)
     money = sorted({a.value for a in aggregates if a.value is not None})
     filters = sorted({column for a in aggregates for column, _ in a.where})
