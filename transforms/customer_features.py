@@ -495,7 +495,8 @@ def customer_features(
     }
 
     # Each part is aggregated, then aligned to the population (transforms/scratch.py: one left
-    # join per part, in the population's order), and the parts are put side by side with
+    # join per part, in the population's order; the window parts come out of day_windows
+    # already in line), and the parts are put side by side with
     # POSITIONAL JOIN. Every step is one large operator, which spills to disk past the memory
     # limit; aggregating and aligning in one query failed instead (5M customers, 8GB).
     def aggregate_and_align(part: str, sql: str) -> None:
