@@ -45,6 +45,11 @@ class Paths(Block):
 class Engine(Block):
     threads: int | None = Field(None, ge=1, description="DuckDB threads; null = all cores")
     memory_limit: str = Field("4GB", description="DuckDB memory limit; beyond it DuckDB spills")
+    parallel_stages: int = Field(
+        2,
+        ge=1,
+        description="stages run side by side once their inputs are ready (1 = one at a time)",
+    )
 
 
 class Privacy(Block):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,6 +26,7 @@ class Reporter:
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False)
         self.warnings: list[str] = []
+        self._lock = threading.RLock()  # stages running side by side report from their threads
 
     def _json(self, level: str, event: str, message: str, **fields: Any) -> None:
         record = {
@@ -34,21 +36,28 @@ class Reporter:
             "message": message,
             **fields,
         }
-        sys.stderr.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-        sys.stderr.flush()
+        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+        with self._lock:
+            sys.stderr.write(line)
+            sys.stderr.flush()
 
     def info(self, message: str, event: str = "info", **fields: Any) -> None:
         if self.format == "json":
             self._json("info", event, message, **fields)
         elif not self.quiet:
-            self.console.print(message, markup=False, soft_wrap=True)
+            with self._lock:
+                self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str, event: str = "warning", **fields: Any) -> None:
-        self.warnings.append(message)
+        with self._lock:
+            self.warnings.append(message)
         if self.format == "json":
             self._json("warning", event, message, **fields)
         else:
-            self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+            with self._lock:
+                self.console.print(
+                    f"warning: {message}", style="yellow", markup=False, soft_wrap=True
+                )
 
     def error(self, message: str, **fields: Any) -> None:
         if self.format == "json":

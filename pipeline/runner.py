@@ -17,8 +17,10 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -41,11 +43,11 @@ from pipeline.expectations import (
     share_stable,
     source_checks,
 )
-from pipeline.ingest import ingest, register_staged_views, staged_files_sql
+from pipeline.ingest import ingest, staged_files_sql, staged_view_sql
 from pipeline.input_checks import InputCheck, earlier_table, mark_checked
 from pipeline.input_checks import plan as plan_input_checks
 from pipeline.log import Reporter
-from pipeline.registry import PREVIOUS, Stage
+from pipeline.registry import PREVIOUS, Stage, upstream
 from pipeline.warehouse import (
     MANIFEST_TABLE,
     SHARED_TABLES,
@@ -64,7 +66,7 @@ from transforms.staging import literal, quote
 @dataclass
 class StageResult:
     stage: str
-    status: str  # ok | skipped | failed | not_run
+    status: str  # ok | skipped | failed | interrupted (another stage failed) | not_run
     seconds: float = 0.0
     rows: int | None = None
     output: str | None = None
@@ -139,22 +141,19 @@ def run_stages(
     con = connect(config, database)
     error: CustsegError | Exception | None = None
     written: list[Written] = []  # every output file of the run, in stage order
-    skipped: set[str] = set()  # tables whose stage was skipped (no input)
-    present: set[str] | None = None  # staged sources visible on as_of
     try:
-        for stage in stages:
-            result = results[stage.name]
+        if stages[0].name == "ingest":  # every other stage reads what it stages
             clock = time.perf_counter()
-            if stage.name == "ingest":
-                _run_ingest(con, config, as_of, reporter, result, reload)
-            else:
-                if present is None:  # staging is final once ingest (if selected) has run
-                    present = set(register_staged_views(con, config.paths.staging, as_of, known_on))
-                _run_transform(
-                    con, config, as_of, stage, reporter, result, skipped, present, run_id, written
-                )
-            result.seconds = round(time.perf_counter() - clock, 3)
-            _report_stage(reporter, result)
+            _run_ingest(con, config, as_of, reporter, results["ingest"], reload)
+            results["ingest"].seconds = round(time.perf_counter() - clock, 3)
+            _report_stage(reporter, results["ingest"])
+        transforms = [s for s in stages if s.name != "ingest"]
+        if transforms:  # staging is final once ingest (if selected) has run
+            staged = staged_view_sql(config.paths.staging, as_of, known_on)
+            run = _TransformRun(con, config, as_of, reporter, results, staged, run_id, written)
+            run.all(transforms, config.engine.parallel_stages)
+        order = {stage.name: number for number, stage in enumerate(stages)}
+        written.sort(key=lambda output: order[output.stage.name])  # stage order, not finish order
         _publish(con, config, as_of, run_id, written, results, reporter, known_on)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
@@ -493,6 +492,138 @@ def _run_ingest(
     result.detail = report.as_dict()
 
 
+class _TransformRun:
+    """The run's transform stages, each started as soon as the stages whose tables it reads
+    have finished, up to `engine.parallel_stages` at a time.
+
+    Every stage runs on its own cursor of the run's database (its scratch tables and temp
+    views are its own; the memory limit is the database's, shared). Much of a stage runs on
+    one core (DuckDB's POSITIONAL JOIN and what it feeds, a Parquet write from it, model
+    scoring in numpy), so two stages side by side keep both cores busy. Among the ready
+    stages, the one heading the longest chain of work still to do starts first, each stage
+    weighted by its seconds in the last run that ran it. What a stage computes never depends
+    on which other stage runs beside it, so the outputs are the same at any setting."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        config: Config,
+        as_of: date,
+        reporter: Reporter,
+        results: dict[str, StageResult],
+        staged: dict[str, str],
+        run_id: str,
+        written: list[Written],
+    ) -> None:
+        self.con, self.config, self.as_of, self.reporter = con, config, as_of, reporter
+        self.results, self.staged, self.run_id, self.written = results, staged, run_id, written
+        self.skipped: set[str] = set()  # tables whose stage was skipped (no input)
+        self.cursors: set[duckdb.DuckDBPyConnection] = set()  # of the stages running
+        self.lock = threading.Lock()  # guards `written`, `skipped` and `cursors`
+
+    def all(self, stages: list[Stage], parallel: int) -> None:
+        """Run `stages` (in DAG order); the first failure stops new stages from starting,
+        lets the running ones finish, and is raised."""
+        names = {s.name for s in stages}
+        waits_for = {s.name: {u for u in upstream(s) if u in names} for s in stages}
+        first = _critical_path_first(stages, waits_for, last_stage_seconds(self.config))
+        done: set[str] = set()
+        running: dict[Future, Stage] = {}
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="stage") as pool:
+            try:
+                while True:
+                    if failure is None:
+                        started = set(running.values())
+                        ready = [
+                            s
+                            for s in first
+                            if s.name not in done and s not in started and waits_for[s.name] <= done
+                        ]
+                        for stage in ready[: parallel - len(running)]:
+                            running[pool.submit(self.one, stage)] = stage
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        stage = running.pop(future)
+                        done.add(stage.name)
+                        if future.exception() is None:
+                            continue
+                        if failure is None:
+                            failure = future.exception()
+                            self.interrupt()  # the run fails: nothing it computes is kept
+                        elif isinstance(future.exception(), duckdb.InterruptException):
+                            self.results[stage.name].status = "interrupted"
+            except BaseException:  # Ctrl-C, SIGTERM: stop the stages' queries, then leave
+                self.interrupt()
+                raise
+        if failure is not None:
+            raise failure
+
+    def interrupt(self) -> None:
+        with self.lock:
+            for cursor in self.cursors:
+                cursor.interrupt()
+
+    def one(self, stage: Stage) -> None:
+        result = self.results[stage.name]
+        clock = time.perf_counter()
+        cursor = self.con.cursor()  # closing it drops the stage's temp tables and views
+        with self.lock:
+            self.cursors.add(cursor)
+        try:
+            for name, sql in self.staged.items():
+                cursor.execute(f"create or replace temp view {SOURCES[name].table} as {sql}")
+            _run_transform(
+                cursor,
+                self.config,
+                self.as_of,
+                stage,
+                self.reporter,
+                result,
+                self.skipped,
+                set(self.staged),
+                self.run_id,
+                self.written,
+                self.lock,
+            )
+        finally:
+            with self.lock:
+                self.cursors.discard(cursor)
+            cursor.close()
+        result.seconds = round(time.perf_counter() - clock, 3)
+        _report_stage(self.reporter, result)
+
+
+def _critical_path_first(
+    stages: list[Stage], waits_for: dict[str, set[str]], seconds: dict[str, float]
+) -> list[Stage]:
+    """`stages` ordered by the work on their longest chain of dependants, largest first (ties
+    in DAG order); a stage no run has timed yet counts one second."""
+    chain: dict[str, float] = {}
+    for stage in reversed(stages):  # dependants come later in DAG order
+        after = [chain[s.name] for s in stages if stage.name in waits_for[s.name]]
+        chain[stage.name] = seconds.get(stage.name, 1.0) + max(after, default=0.0)
+    order = {s.name: number for number, s in enumerate(stages)}
+    return sorted(stages, key=lambda s: (-chain[s.name], order[s.name]))
+
+
+def last_stage_seconds(config: Config, runs: int = 20) -> dict[str, float]:
+    """Each stage's seconds in the newest of the last `runs` manifests that ran it."""
+    seconds: dict[str, float] = {}
+    folder = config.paths.warehouse / MANIFEST_TABLE
+    for path in sorted(folder.glob("*.json"), reverse=True)[:runs]:  # run ids sort by time
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for stage in manifest.get("stages", []):
+            if stage.get("status") == "ok":
+                seconds.setdefault(stage["stage"], float(stage["seconds"]))
+    return seconds
+
+
 def _run_transform(
     con: duckdb.DuckDBPyConnection,
     config: Config,
@@ -504,11 +635,13 @@ def _run_transform(
     present: set[str],
     run_id: str,
     written: list[Written],
+    lock: threading.Lock,
 ) -> None:
     """Run one stage; append each output it writes to `written` (before writing it, so that a
     run failing halfway removes a half-written file too)."""
     result.status = "running"
-    computed = {w.table: w.view for w in written if w.table not in SHARED_TABLES}
+    with lock:
+        computed = {w.table: w.view for w in written if w.table not in SHARED_TABLES}
     available: dict[str, str | None] = {}
     for name in stage.inputs:
         if name.startswith("stg_"):
@@ -522,7 +655,9 @@ def _run_transform(
     missing = [name for name in stage.requires if available[name] is None]
     absent_sources = [m.removeprefix("stg_") for m in missing if m.startswith("stg_")]
     absent_tables = [m for m in missing if not m.startswith("stg_")]
-    if absent_tables and not set(absent_tables) <= skipped:
+    with lock:
+        skipped_before = set(skipped)
+    if absent_tables and not set(absent_tables) <= skipped_before:
         raise UsageError(
             f"stage {stage.name} needs {', '.join(absent_tables)} for {as_of}, which is not in "
             f"the warehouse; run `custseg run --as-of {as_of} --from {absent_tables[0]}`"
@@ -537,7 +672,8 @@ def _run_transform(
         message = f"stage {stage.name} skipped: {why}"
         result.warnings.append(message)
         reporter.warn(message)
-        skipped.add(stage.output)
+        with lock:
+            skipped.add(stage.output)
         return
     params = getattr(config, stage.params_block) if stage.params_block else None
     accepted = inspect.signature(stage.transform).parameters
@@ -570,7 +706,8 @@ def _run_transform(
         )
         view = f"run_{table}__{stage.name}" if shared else f"run_{table}"
         output = Written(stage, table, view, beside(target, run_id), target)
-        written.append(output)
+        with lock:
+            written.append(output)
         write_beside(relations[table], target, run_id)
         con.execute(
             f"create or replace view {view} as "
@@ -578,7 +715,8 @@ def _run_transform(
         )
         _check_key(con, table, key, view)
     drop_scratch(con, stage.name)
-    main = next(w.view for w in written if w.stage is stage and w.table == stage.output)
+    with lock:
+        main = next(w.view for w in written if w.stage is stage and w.table == stage.output)
     result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
     result.status = "ok"
     if context is not None and context.detail:

@@ -153,8 +153,11 @@ def test_a_run_killed_mid_publish_leaves_the_previous_partition(small_bank, monk
 
 def test_a_stage_failing_after_others_wrote_their_outputs_removes_them(small_bank):
     """Outputs are written once, beside their partitions, as their stages finish; a later
-    stage failing discards them and leaves the published partitions as they were."""
-    config, _, _ = small_bank
+    stage failing discards them and leaves the published partitions as they were. (One stage
+    at a time, so that rfm_scores has finished when aum_tiers fails.)"""
+    bank, _, _ = small_bank
+    engine = bank.engine.model_copy(update={"parallel_stages": 1})
+    config = bank.model_copy(update={"engine": engine})
     before = _output_digests(config)
     original = STAGES_BY_NAME["aum_tiers"]
     written_before_failing = []
