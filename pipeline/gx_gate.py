@@ -59,8 +59,54 @@ def validate(
     memory_limit: str | None = None,
 ) -> tuple[list[dict], dict[str, str]]:
     """One result per check (table, check, severity, success, unexpected_count, examples) and
-    GX's Data Docs page per table (HTML, as GX renders it). A table is a Parquet file or SQL;
-    a table without a suite is a view that checks may read (unique_beyond's earlier rows).
+    GX's Data Docs page per table (HTML, as GX renders it): `start`, then its `result()`."""
+    return start(tables, suites, work, workers, memory_limit).result()
+
+
+class Validation:
+    """Child processes checking suites; `result()` waits for them, `cancel()` stops them."""
+
+    def __init__(self, suites: list[str], work: Path, children: list) -> None:
+        self.suites, self.work, self.children = suites, work, children
+
+    def result(self) -> tuple[list[dict], dict[str, str]]:
+        results: list[dict] = []
+        for folder, child in self.children:
+            _, stderr = child.communicate()
+            output = folder / "results.json"
+            if child.returncode != 0 or not output.exists():
+                detail = [
+                    line
+                    for line in stderr.splitlines()
+                    if line.strip() and "leaked" not in line and "nanobind" not in line
+                ]
+                raise CustsegError(
+                    "validation could not run: "
+                    + (detail[-1] if detail else f"exit {child.returncode}")
+                )
+            results += json.loads(output.read_text())
+        order = {table: number for number, table in enumerate(self.suites)}
+        results.sort(key=lambda r: order[r["table"]])  # stable: checks keep their order
+        pages = {path.stem: path.read_text() for path in (self.work / "pages").glob("*.html")}
+        return results, pages
+
+    def cancel(self) -> None:
+        for _, child in self.children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def start(
+    tables: dict[str, Path | str],
+    suites: dict[str, list[Check]],
+    work: Path,
+    workers: int | None = None,
+    memory_limit: str | None = None,
+) -> Validation:
+    """Start checking `suites` in child processes and return at once. A table is a Parquet
+    file or SQL; a table without a suite is a view that checks may read (unique_beyond's
+    earlier rows).
 
     The tables are shared out among `workers` child processes (default: one per core, at most
     2), each with its own DuckDB file of views; GX's cost is mostly per table, so two children
@@ -112,25 +158,7 @@ def validate(
                 ),
             )
         )
-    results: list[dict] = []
-    for folder, child in children:
-        _, stderr = child.communicate()
-        output = folder / "results.json"
-        if child.returncode != 0 or not output.exists():
-            detail = [
-                line
-                for line in stderr.splitlines()
-                if line.strip() and "leaked" not in line and "nanobind" not in line
-            ]
-            raise CustsegError(
-                "validation could not run: "
-                + (detail[-1] if detail else f"exit {child.returncode}")
-            )
-        results += json.loads(output.read_text())
-    order = {table: number for number, table in enumerate(suites)}
-    results.sort(key=lambda r: order[r["table"]])  # stable: checks keep their order
-    pages = {path.stem: path.read_text() for path in (work / "pages").glob("*.html")}
-    return results, pages
+    return Validation(list(suites), work, children)
 
 
 def repeated_keys_query(columns: list[str], earlier: str | None = None) -> str:

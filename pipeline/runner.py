@@ -43,6 +43,8 @@ from pipeline.expectations import (
     share_stable,
     source_checks,
 )
+from pipeline.gx_gate import Validation, validate
+from pipeline.gx_gate import start as start_validation
 from pipeline.ingest import ingest, staged_files_sql, staged_view_sql
 from pipeline.input_checks import InputCheck, earlier_table, mark_checked
 from pipeline.input_checks import plan as plan_input_checks
@@ -141,6 +143,7 @@ def run_stages(
     con = connect(config, database)
     error: CustsegError | Exception | None = None
     written: list[Written] = []  # every output file of the run, in stage order
+    gate: InputGate | None = None  # the staged inputs' checks, started after ingest
     try:
         if stages[0].name == "ingest":  # every other stage reads what it stages
             clock = time.perf_counter()
@@ -149,18 +152,22 @@ def run_stages(
             _report_stage(reporter, results["ingest"])
         transforms = [s for s in stages if s.name != "ingest"]
         if transforms:  # staging is final once ingest (if selected) has run
+            if config.validation.enabled:
+                gate = InputGate.start(config, as_of, run_id, known_on)
             staged = staged_view_sql(config.paths.staging, as_of, known_on)
             run = _TransformRun(con, config, as_of, reporter, results, staged, run_id, written)
             run.all(transforms, config.engine.parallel_stages)
         order = {stage.name: number for number, stage in enumerate(stages)}
         written.sort(key=lambda output: order[output.stage.name])  # stage order, not finish order
-        _publish(con, config, as_of, run_id, written, results, reporter, known_on)
+        _publish(con, config, as_of, run_id, written, results, reporter, known_on, gate)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
         for result in results.values():
             if result.status == "running":
                 result.status = "failed"
     finally:
+        if gate is not None:
+            gate.stop()  # collected by _publish unless the run failed before
         con.close()
         discard(database)
         for output in written:  # published files were renamed; the rest are discarded
@@ -254,6 +261,30 @@ class Written:
     target: Path
 
 
+@dataclass
+class InputGate:
+    """The staged inputs' checks, started in child processes as soon as ingest is done, so
+    that they run beside the stages instead of after them; `_publish` collects them."""
+
+    inputs: list[InputCheck]
+    checking: Validation | None
+
+    @classmethod
+    def start(cls, config: Config, as_of: date, run_id: str, known_on: date | None):
+        inputs = _input_checks(config, as_of, known_on, incremental=True)
+        if not inputs:
+            return cls(inputs, None)
+        tables, suites = _input_suites(inputs)
+        work = config.paths.temp / f"validate-{run_id}-inputs"
+        return cls(inputs, start_validation(tables, suites, work, None, config.engine.memory_limit))
+
+    def stop(self) -> None:
+        """Stop the children if still running and remove their files."""
+        if self.checking is not None:
+            self.checking.cancel()
+            shutil.rmtree(self.checking.work, ignore_errors=True)
+
+
 def _publish(
     con: duckdb.DuckDBPyConnection,
     config: Config,
@@ -263,16 +294,18 @@ def _publish(
     results: dict[str, StageResult],
     reporter: Reporter,
     known_on: date | None = None,
+    gate: InputGate | None = None,
 ) -> None:
     """Validate the run's outputs (already written beside their partitions) and the staged
-    inputs they were computed from, then rename all or none."""
+    inputs they were computed from (`gate`: their checks already started), then rename all or
+    none."""
     staged = [(w.stage, w.table, w.temporary, w.target) for w in written]
     if config.validation.enabled and staged:
         features = next((w.view for w in written if w.table == "customer_features"), None)
         customers = _customer_count(con, config, as_of, features)
-        inputs = _input_checks(config, as_of, known_on, incremental=True)
-        _validate(config, as_of, run_id, staged, reporter, customers, inputs)
-        mark_checked(inputs)
+        gate = gate or InputGate(_input_checks(config, as_of, known_on, incremental=True), None)
+        _validate(config, as_of, run_id, staged, reporter, customers, gate.inputs, gate.checking)
+        mark_checked(gate.inputs)
     for output in written:
         commit(output.temporary, output.target)
         if output.table == output.stage.output:
@@ -363,11 +396,30 @@ def _customer_count(
     return con.execute(f"select count(*) from {computed}").fetchall()[0][0]
 
 
+def _input_suites(inputs: list[InputCheck]) -> tuple[dict[str, Path | str], dict[str, list]]:
+    """The gate's tables and suites for the staged inputs' checks."""
+    tables: dict[str, Path | str] = {}
+    suites = {}
+    for item in inputs:
+        tables[item.table] = item.sql
+        suites[item.table] = item.checks
+        if item.earlier_files:
+            tables[earlier_table(item.table)] = staged_files_sql(item.earlier_files)
+    return tables, suites
+
+
 def _validate(
-    config, as_of, run_id, staged, reporter: Reporter, customers, inputs: list[InputCheck]
+    config,
+    as_of,
+    run_id,
+    staged,
+    reporter: Reporter,
+    customers,
+    inputs: list[InputCheck],
+    inputs_checking: Validation | None = None,
 ) -> list[dict]:
+    """Check the outputs, and the `inputs` unless `inputs_checking` checks them already."""
     from pipeline.data_docs import publish_site
-    from pipeline.gx_gate import validate
 
     clock = time.perf_counter()
     names = {
@@ -381,16 +433,21 @@ def _validate(
         if table in suites:
             suites[table] += _share_checks(config, table, columns, as_of)
     tables: dict[str, Path | str] = {names[(s.name, t)]: tmp for s, t, tmp, _ in staged}
-    for item in inputs:
-        tables[item.table] = item.sql
-        suites[item.table] = item.checks
-        if item.earlier_files:
-            tables[earlier_table(item.table)] = staged_files_sql(item.earlier_files)
+    if inputs_checking is None:
+        input_tables, input_suites = _input_suites(inputs)
+        tables |= input_tables
+        suites |= input_suites
     work = config.paths.temp / f"validate-{run_id}"
     try:
         checked, pages = validate(tables, suites, work, memory_limit=config.engine.memory_limit)
+        if inputs_checking is not None:  # started beside the stages; after the outputs
+            input_checked, input_pages = inputs_checking.result()
+            checked += input_checked
+            pages |= input_pages
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if inputs_checking is not None:
+            shutil.rmtree(inputs_checking.work, ignore_errors=True)
     folder = config.paths.warehouse / "validations"
     folder.mkdir(parents=True, exist_ok=True)
     document = {"run_id": run_id, "as_of": as_of.isoformat(), "results": checked}
@@ -401,8 +458,9 @@ def _validate(
         if result["severity"] != "critical":
             reporter.warn(f"expectation (warning): {_failure_text(result)}")
     critical = [r for r in failed if r["severity"] == "critical"]
+    count = len(suites) + (len(inputs_checking.suites) if inputs_checking is not None else 0)
     reporter.info(
-        f"  validated {len(suites)} tables ({_inputs_text(inputs)}), {len(checked)} "
+        f"  validated {count} tables ({_inputs_text(inputs)}), {len(checked)} "
         "expectations in "
         f"{time.perf_counter() - clock:.1f} s: {len(critical)} failed; Data Docs: {docs}",
         event="validated",

@@ -415,3 +415,91 @@ def test_repeated_keys_are_found_exactly_for_compound_keys_and_across_partitions
     assert outcome["night_again"]["examples"] == ["T9"]  # already checked before
     assert not outcome["balances"]["success"]
     assert outcome["balances"]["examples"] == [["C1", "P1", 1]]
+
+
+def _staging_with_a_sideways_transaction(tmp_path, published_copy):
+    """The copy's config reading a copy of staging whose latest transactions partition, not yet
+    checked by any gate (rewritten), holds one row with direction 'sideways'."""
+    bank, config = published_copy
+    staging = tmp_path / "staging"
+    shutil.copytree(bank.paths.staging, staging)
+    config = config.model_copy(
+        update={"paths": config.paths.model_copy(update={"staging": staging})}
+    )
+    partition = sorted((staging / "stg_transactions").glob("*/data.parquet"))[-1]
+    rewrite(
+        partition,
+        f"select * replace (case when transaction_id = (select min(transaction_id) from "
+        f"read_parquet('{partition}')) then 'sideways' else direction end as direction) "
+        f"from read_parquet('{partition}', hive_partitioning = false)",
+    )
+    return bank, config
+
+
+def test_the_staged_inputs_are_checked_beside_the_stages_and_fail_the_run(tmp_path, published_copy):
+    """The night's staged partitions are checked in children started before the first stage;
+    a failure there stops the run at the gate like any output's, and leaves nothing behind."""
+    bank, config = _staging_with_a_sideways_transaction(tmp_path, published_copy)
+    before = {p: p.read_bytes() for p in config.paths.warehouse.glob("*/as_of=*/*.parquet")}
+    started = []
+    original = STAGES_BY_NAME["rfm_scores"]
+
+    def watching(con, **inputs):  # the input checks run while the stages do
+        started.extend(config.paths.temp.glob("validate-*-inputs/part*/spec.json"))
+        return original.transform(con, **inputs)
+
+    import inspect
+
+    watching.__signature__ = inspect.signature(original.transform)
+    stages = [
+        STAGES_BY_NAME["customer_features"],
+        dataclasses.replace(original, transform=watching),
+    ]
+    with pytest.raises(ValidationFailed) as caught:
+        run_stages(config, bank.generate.end_on, stages, quiet())
+    assert started
+    assert "stg_transactions: direction in ['credit', 'debit'] failed (1 rows" in str(caught.value)
+    assert {p: p.read_bytes() for p in config.paths.warehouse.glob("*/as_of=*/*.parquet")} == before
+    assert not list(config.paths.temp.glob("validate-*"))
+    # the partition is not marked as checked: the next run checks it again
+    from pipeline.runner import _input_checks
+
+    assert [i.table for i in _input_checks(config, bank.generate.end_on, None, True)] == [
+        "stg_transactions"
+    ]
+
+
+def test_a_failing_stage_stops_the_input_checks_running_beside_it(
+    tmp_path, published_copy, monkeypatch
+):
+    import pipeline.runner
+
+    bank, config = _staging_with_a_sideways_transaction(tmp_path, published_copy)
+    original = STAGES_BY_NAME["customer_features"]
+    checking = []
+
+    def start_and_keep(*args, **kwargs):
+        checking.append(real_start(*args, **kwargs))
+        return checking[-1]
+
+    real_start = pipeline.runner.start_validation
+    monkeypatch.setattr(pipeline.runner, "start_validation", start_and_keep)
+
+    def failing(con, **inputs):
+        raise RuntimeError("stage failed")
+
+    import inspect
+
+    failing.__signature__ = inspect.signature(original.transform)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        run_stages(
+            config,
+            bank.generate.end_on,
+            [dataclasses.replace(original, transform=failing)],
+            quiet(),
+        )
+    assert not list(config.paths.temp.glob("validate-*"))
+    assert len(checking) == 1 and checking[0].children
+    # killed, not waited for: a child that had finished would have written its results
+    assert all(child.returncode is not None for _, child in checking[0].children)
+    assert any(child.returncode < 0 for _, child in checking[0].children)
