@@ -302,3 +302,42 @@ def test_extra_columns_cannot_redeclare_a_contract_column(tmp_path):
     raw["customer_features"]["extra_attributes"] = ["region_code"]
     with pytest.raises(ValueError, match="extra_columns"):
         Config.model_validate(raw)
+
+
+def test_a_balance_redelivered_by_a_later_extract_is_a_duplicate_only_on_its_own_date(landing):
+    """Balances are keyed by customer, product and date, so the check against the other
+    extracts reads their rows on the dates the new extract holds: the same key on the same date
+    is a duplicate, the same holding on another date (or a date never staged before) is not."""
+    header = "customer_id,product_id,balance_on,balance_cny\n"
+    write_extract(
+        landing.paths.landing,
+        "balances",
+        D1,
+        header + "C1,DEP_CURRENT,2026-02-28,100\nC1,DEP_CURRENT,2026-03-01,110\n"
+        "C2,FUND_BOND,2026-03-01,50\n",
+    )
+    write_extract(
+        landing.paths.landing,
+        "balances",
+        D2,
+        header + "C1,DEP_CURRENT,2026-03-01,110\n"  # 1 duplicate of D1's row 2
+        "C1,DEP_CURRENT,2026-03-02,120\n"  # 2 same holding, a new date
+        "C2,FUND_BOND,2026-02-28,50\n"  # 3 a late row for a date D1 had for C1 only
+        "C2,FUND_BOND,2026-03-02,55\n",  # 4
+    )
+    report = ingest(connect(landing), landing, D2)
+    second = next(e for e in report.extracts if e.file == "balances_20260302.csv")
+    assert (second.rows_read, second.rows_accepted, second.rows_duplicate) == (4, 3, 1)
+    con = connect(landing)
+    register_staged_views(con, landing.paths.staging, D2)
+    staged = con.sql(
+        "select customer_id, balance_on::varchar, balance_cny::int from stg_balances order by all"
+    ).fetchall()
+    assert staged == [
+        ("C1", "2026-02-28", 100),
+        ("C1", "2026-03-01", 110),
+        ("C1", "2026-03-02", 120),
+        ("C2", "2026-02-28", 50),
+        ("C2", "2026-03-01", 50),
+        ("C2", "2026-03-02", 55),
+    ]
