@@ -24,7 +24,8 @@ from tests.conftest import quiet
 def rewrite(path, sql: str) -> None:
     """Replace a Parquet file by the result of `sql` (which may read the file itself)."""
     temporary = path.with_name(path.name + ".rewrite")
-    duckdb.sql(sql).to_parquet(str(temporary))
+    with duckdb.connect() as con:  # not the module's default one, which other tests use
+        con.sql(sql).to_parquet(str(temporary))
     temporary.replace(path)
 
 
