@@ -73,3 +73,47 @@ def test_rfm_segment_follows_the_first_matching_rule(con):
     assert best["rfm_cell"] == "555" and best["rfm_segment"] == "champions"
     worst = rows["C0"]
     assert worst["rfm_cell"] == "111" and worst["rfm_segment"] == "lost"
+
+
+def test_the_window_read_from_customer_features_equals_the_transactions_aggregate(small_bank):
+    """With the RFM window among customer_features' windows the stage reads its count and
+    amount from there: the same rows as aggregating the transactions again."""
+    from pipeline.ingest import register_staged_views
+    from pipeline.warehouse import partition_path
+
+    config, _, _ = small_bank
+    as_of = config.generate.end_on
+    assert config.rfm_scores.window_days in config.customer_features.windows_days
+    con = duckdb.connect()
+    register_staged_views(con, config.paths.staging, as_of)
+    features = partition_path(config.paths.warehouse, "customer_features", as_of)
+    con.execute(f"create view features as from read_parquet('{features}')")
+
+    def scores(**features_params):
+        return rfm_scores(
+            con,
+            stg_transactions="stg_transactions",
+            customer_features="features",
+            params=config.rfm_scores,
+            as_of=as_of,
+            **features_params,
+        )
+
+    aggregated = scores().pl()
+    read = scores(customer_features_params=config.customer_features).pl()
+    assert aggregated.equals(read)
+    assert aggregated.height == len(set(aggregated["customer_id"]))
+    assert (aggregated["frequency_txns"] == 0).any() and (aggregated["frequency_txns"] > 0).any()
+    assert aggregated["monetary_cny"].sum() > 0
+    # another window than the features' is still aggregated from the transactions
+    other = config.rfm_scores.model_copy(update={"window_days": 200})
+    assert 200 not in config.customer_features.windows_days
+    shorter = rfm_scores(
+        con,
+        stg_transactions="stg_transactions",
+        customer_features="features",
+        params=other,
+        as_of=as_of,
+        customer_features_params=config.customer_features,
+    ).pl()
+    assert shorter["frequency_txns"].sum() < aggregated["frequency_txns"].sum()

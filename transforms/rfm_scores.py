@@ -22,7 +22,7 @@ from datetime import date
 
 import duckdb
 
-from pipeline.config import RfmParams
+from pipeline.config import CustomerFeaturesParams, RfmParams
 from pipeline.expectations import Check, between, in_set
 
 
@@ -33,8 +33,27 @@ def rfm_scores(
     customer_features: str,
     params: RfmParams,
     as_of: date,
+    customer_features_params: CustomerFeaturesParams | None = None,
 ) -> duckdb.DuckDBPyRelation:
+    """`customer_features_params`: when its windows include `window_days`, the window's count
+    and amount are read from customer_features (the same figures: rows dated within the window,
+    amounts summed exactly), not aggregated again from the transactions (51 M rows at 5M
+    customers)."""
     bins = int(params.score_bins)
+    window = params.window_days
+    if customer_features_params and window in customer_features_params.windows_days:
+        window_activity = f"""
+            select customer_id, txn_count_{window}d as frequency_txns,
+                   txn_amount_{window}d_cny as monetary_cny
+            from {customer_features}
+            where txn_count_{window}d > 0"""
+    else:
+        window_activity = f"""
+            select customer_id, count(*) as frequency_txns, sum(amount_cny) as monetary_cny
+            from {stg_transactions}
+            where transaction_at::date <= $as_of
+              and transaction_at::date > $as_of - {int(window)}
+            group by customer_id"""
     segment_case = "\n".join(
         f"when recency_score between {r.recency[0]} and {r.recency[1]} "
         f"and frequency_score between {r.frequency[0]} and {r.frequency[1]} "
@@ -45,13 +64,7 @@ def rfm_scores(
     names = [r.name_zh for r in params.segments]
     return con.sql(
         f"""
-        with window_activity as (
-            select customer_id, count(*) as frequency_txns, sum(amount_cny) as monetary_cny
-            from {stg_transactions}
-            where transaction_at::date <= $as_of
-              and transaction_at::date > $as_of - $window_days
-            group by customer_id
-        ),
+        with window_activity as ({window_activity}),
         base as (
             select f.customer_id, f.days_since_last_txn as recency_days,
                    coalesce(w.frequency_txns, 0) as frequency_txns,
@@ -90,7 +103,7 @@ def rfm_scores(
         from named
         order by customer_id
         """,
-        params={"as_of": as_of, "window_days": params.window_days, "codes": codes, "names": names},
+        params={"as_of": as_of, "codes": codes, "names": names},
     )
 
 

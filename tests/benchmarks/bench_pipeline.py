@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -69,10 +70,12 @@ def _phase(name: str, args: list[str], env: dict[str, str], must_pass: bool = Tr
     when it is returned as the phase's figures with "failed" (the error) set."""
     print(f"  {name} ...", flush=True)
     started = time.perf_counter()
+    cpu_before = _children_cpu_seconds()
     completed = subprocess.run(
         [sys.executable, "-c", _CHILD, *args], env=env, cwd=REPO, capture_output=True, text=True
     )
     seconds = time.perf_counter() - started
+    cpu_seconds = _children_cpu_seconds() - cpu_before  # the phase's and its GX children's
     if completed.returncode != 0:
         # every stage that finished before the failure, then the end of the log
         finished = [
@@ -90,10 +93,17 @@ def _phase(name: str, args: list[str], env: dict[str, str], must_pass: bool = Tr
     return {
         "phase": name,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 1),
         "peak_rss_mib": round(peak_kib / 1024),
         "failed": (errors[-1] if errors else failure) if completed.returncode else None,
         "log": log,
     }
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU of every child process waited for so far (grandchildren included)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 MODEL_TERMS = {
@@ -205,6 +215,9 @@ def _stage_rows(phase: dict) -> dict:
     return table
 
 
+PHASE_FIGURES = ("seconds", "cpu_seconds", "peak_rss_mib")
+
+
 def bench_size(customers: int, file_format: str, memory_check: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="custseg-bench-") as root:
         config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
@@ -272,6 +285,7 @@ def bench_size(customers: int, file_format: str, memory_check: bool) -> dict:
             )
             constrained = {
                 "seconds": phase["seconds"],
+                "cpu_seconds": phase["cpu_seconds"],
                 "peak_rss_mib": phase["peak_rss_mib"],
                 "failed": phase["failed"],
                 "stages": _stage_rows(phase),
@@ -288,12 +302,10 @@ def bench_size(customers: int, file_format: str, memory_check: bool) -> dict:
         "cpu_count": os.cpu_count(),
         "rows_generated": rows,
         "landing_mib": round(landing_bytes / 2**20),
-        "generate": {k: generate[k] for k in ("seconds", "peak_rss_mib")}
+        "generate": {k: generate[k] for k in PHASE_FIGURES}
         | {"rows_per_second": round(total_rows / generate["seconds"])},
-        "initial": {k: initial[k] for k in ("seconds", "peak_rss_mib")}
-        | {"stages": _stage_rows(initial)},
-        "nightly": {k: nightly[k] for k in ("seconds", "peak_rss_mib")}
-        | {"stages": nightly_stages},
+        "initial": {k: initial[k] for k in PHASE_FIGURES} | {"stages": _stage_rows(initial)},
+        "nightly": {k: nightly[k] for k in PHASE_FIGURES} | {"stages": nightly_stages},
         "nightly_2gib": constrained,
         "bare_transaction_scan": scan,
         "customer_features_vs_bare_scan": round(features / scan["seconds"], 1)
@@ -307,6 +319,12 @@ def bench_size(customers: int, file_format: str, memory_check: bool) -> dict:
     }
 
 
+def _cores(figures: dict) -> str:
+    """CPU seconds and the cores they kept busy on average over the phase."""
+    cpu = figures["cpu_seconds"]
+    return f"cpu {cpu:,.1f} s ({cpu / figures['seconds']:.2f} cores)"
+
+
 def _print(report: dict) -> None:
     print(
         f"custseg benchmark: {report['customers']:,} customers, {report['format']} extracts, "
@@ -317,12 +335,13 @@ def _print(report: dict) -> None:
     g = report["generate"]
     print(
         f"  generate        {g['seconds']:>10.1f} s  {g['rows_per_second']:>12,} rows/s  "
-        f"peak {g['peak_rss_mib']:>6,} MiB"
+        f"peak {g['peak_rss_mib']:>6,} MiB  {_cores(g)}"
     )
     for phase in ("initial", "nightly"):
         figures = report[phase]
         print(
             f"  {phase:<15} {figures['seconds']:>10.1f} s  peak {figures['peak_rss_mib']:>6,} MiB"
+            f"  {_cores(figures)}"
         )
         for name, stage in figures["stages"].items():
             if stage.get("seconds") is None:
@@ -349,7 +368,8 @@ def _print(report: dict) -> None:
         same = "same" if not constrained["tables_differing"] else "DIFFERENT"
         print(
             f"  nightly at memory_limit 2GB: {constrained['seconds']:.1f} s, peak "
-            f"{constrained['peak_rss_mib']:,} MiB; {constrained['tables_compared']} tables, "
+            f"{constrained['peak_rss_mib']:,} MiB, {_cores(constrained)}; "
+            f"{constrained['tables_compared']} tables, "
             f"{same} rows {constrained['tables_differing'] or ''}"
         )
     print("  models (out of time / holdout):")
