@@ -159,7 +159,7 @@ def run_stages(
             run.all(transforms, config.engine.parallel_stages)
         order = {stage.name: number for number, stage in enumerate(stages)}
         written.sort(key=lambda output: order[output.stage.name])  # stage order, not finish order
-        _publish(con, config, as_of, run_id, written, results, reporter, known_on, gate)
+        _publish(con, config, as_of, run_id, written, results, reporter, gate)
     except Exception as caught:  # noqa: BLE001 - recorded in the manifest, then re-raised
         error = caught
         for result in results.values():
@@ -293,17 +293,15 @@ def _publish(
     written: list[Written],
     results: dict[str, StageResult],
     reporter: Reporter,
-    known_on: date | None = None,
-    gate: InputGate | None = None,
+    gate: InputGate | None,
 ) -> None:
     """Validate the run's outputs (already written beside their partitions) and the staged
-    inputs they were computed from (`gate`: their checks already started), then rename all or
-    none."""
+    inputs they were computed from (`gate`: their checks, already started; None when the
+    config disables validation), then rename all or none."""
     staged = [(w.stage, w.table, w.temporary, w.target) for w in written]
-    if config.validation.enabled and staged:
+    if gate is not None and staged:
         features = next((w.view for w in written if w.table == "customer_features"), None)
         customers = _customer_count(con, config, as_of, features)
-        gate = gate or InputGate(_input_checks(config, as_of, known_on, incremental=True), None)
         _validate(config, as_of, run_id, staged, reporter, customers, gate.inputs, gate.checking)
         mark_checked(gate.inputs)
     for output in written:
@@ -581,7 +579,7 @@ class _TransformRun:
 
     def all(self, stages: list[Stage], parallel: int) -> None:
         """Run `stages` (in DAG order); the first failure stops new stages from starting,
-        lets the running ones finish, and is raised."""
+        interrupts the running ones' queries, and is raised once they have returned."""
         names = {s.name for s in stages}
         waits_for = {s.name: {u for u in upstream(s) if u in names} for s in stages}
         first = _critical_path_first(stages, waits_for, last_stage_seconds(self.config))
@@ -633,25 +631,110 @@ class _TransformRun:
         try:
             for name, sql in self.staged.items():
                 cursor.execute(f"create or replace temp view {SOURCES[name].table} as {sql}")
-            _run_transform(
-                cursor,
-                self.config,
-                self.as_of,
-                stage,
-                self.reporter,
-                result,
-                self.skipped,
-                set(self.staged),
-                self.run_id,
-                self.written,
-                self.lock,
-            )
+            self.compute(cursor, stage, result)
         finally:
             with self.lock:
                 self.cursors.discard(cursor)
             cursor.close()
         result.seconds = round(time.perf_counter() - clock, 3)
         _report_stage(self.reporter, result)
+
+    def compute(self, con: duckdb.DuckDBPyConnection, stage: Stage, result: StageResult) -> None:
+        """Run one stage on `con` (its cursor); append each output it writes to `written`
+        (before writing it, so that a run failing halfway removes a half-written file too)."""
+        config, as_of, reporter, run_id = self.config, self.as_of, self.reporter, self.run_id
+        lock, written, skipped, present = self.lock, self.written, self.skipped, set(self.staged)
+        result.status = "running"
+        with lock:
+            computed = {w.table: w.view for w in written if w.table not in SHARED_TABLES}
+        available: dict[str, str | None] = {}
+        for name in stage.inputs:
+            if name.startswith("stg_"):
+                available[name] = name if name.removeprefix("stg_") in present else None
+            elif name.startswith(PREVIOUS):
+                available[name] = _previous_input(con, config, name.removeprefix(PREVIOUS), as_of)
+            elif name in computed:
+                available[name] = computed[name]
+            else:
+                available[name] = _published_input(con, config, name, as_of)
+        missing = [name for name in stage.requires if available[name] is None]
+        absent_sources = [m.removeprefix("stg_") for m in missing if m.startswith("stg_")]
+        absent_tables = [m for m in missing if not m.startswith("stg_")]
+        with lock:
+            skipped_before = set(skipped)
+        if absent_tables and not set(absent_tables) <= skipped_before:
+            raise UsageError(
+                f"stage {stage.name} needs {', '.join(absent_tables)} for {as_of}, which is not in "
+                f"the warehouse; run `custseg run --as-of {as_of} --from {absent_tables[0]}`"
+            )
+        if missing:
+            why = (
+                f"no {', '.join(absent_sources)} extract on or before {as_of}"
+                if absent_sources
+                else f"{', '.join(absent_tables)} was skipped"
+            )
+            result.status = "skipped"
+            message = f"stage {stage.name} skipped: {why}"
+            result.warnings.append(message)
+            reporter.warn(message)
+            with lock:
+                skipped.add(stage.output)
+            return
+        params = getattr(config, stage.params_block) if stage.params_block else None
+        accepted = inspect.signature(stage.transform).parameters
+        inputs = {name: table for name, table in available.items() if name in accepted}
+        for name in accepted:  # a transform may ask for another block: <block>_params
+            block = name.removesuffix("_params")
+            if name.endswith("_params") and block in Config.model_fields:
+                inputs[name] = getattr(config, block)
+        context = None
+        if "context" in accepted:
+            inputs["context"] = context = StageContext(
+                stage=stage.name,
+                run_id=run_id,
+                artifacts=ArtifactStore(config.paths.models / stage.name),
+                warn=lambda message: (result.warnings.append(message), reporter.warn(message)),
+                info=reporter.info,
+                config_hash=config.hash(),
+            )
+        produced = stage.transform(con, **inputs, params=params, as_of=as_of)
+        relations = produced if isinstance(produced, dict) else {stage.output: produced}
+        expected = {stage.output: stage.key, **dict(stage.extra_outputs)}
+        if set(relations) != set(expected):
+            raise RuntimeError(
+                f"stage {stage.name} returned {sorted(relations)}, declared {sorted(expected)}"
+            )
+        views = {}
+        for table, key in expected.items():
+            shared = table in SHARED_TABLES
+            target = partition_path(
+                config.paths.warehouse, table, as_of, stage.name if shared else "data"
+            )
+            view = views[table] = f"run_{table}__{stage.name}" if shared else f"run_{table}"
+            output = Written(stage, table, view, beside(target, run_id), target)
+            with lock:
+                written.append(output)
+            write_beside(relations[table], target, run_id)
+            con.execute(
+                f"create or replace view {view} as "
+                f"select * from read_parquet({literal(str(output.temporary))})"
+            )
+            _check_key(con, table, key, view)
+        drop_scratch(con, stage.name)
+        main = views[stage.output]
+        result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
+        result.status = "ok"
+        if context is not None and context.detail:
+            result.detail = context.detail
+        for message in stage.warnings(con, main) if stage.warnings else []:
+            result.warnings.append(message)
+            reporter.warn(message)
+        for name in stage.uses:
+            if name.startswith(PREVIOUS) and available[name] is None:
+                reporter.info(
+                    f"    {stage.name}: no {name.removeprefix(PREVIOUS)} before {as_of} in the "
+                    "warehouse (first run): nothing to compare with"
+                )
 
 
 def _critical_path_first(
@@ -680,114 +763,6 @@ def last_stage_seconds(config: Config, runs: int = 20) -> dict[str, float]:
             if stage.get("status") == "ok":
                 seconds.setdefault(stage["stage"], float(stage["seconds"]))
     return seconds
-
-
-def _run_transform(
-    con: duckdb.DuckDBPyConnection,
-    config: Config,
-    as_of: date,
-    stage: Stage,
-    reporter: Reporter,
-    result: StageResult,
-    skipped: set[str],
-    present: set[str],
-    run_id: str,
-    written: list[Written],
-    lock: threading.Lock,
-) -> None:
-    """Run one stage; append each output it writes to `written` (before writing it, so that a
-    run failing halfway removes a half-written file too)."""
-    result.status = "running"
-    with lock:
-        computed = {w.table: w.view for w in written if w.table not in SHARED_TABLES}
-    available: dict[str, str | None] = {}
-    for name in stage.inputs:
-        if name.startswith("stg_"):
-            available[name] = name if name.removeprefix("stg_") in present else None
-        elif name.startswith(PREVIOUS):
-            available[name] = _previous_input(con, config, name.removeprefix(PREVIOUS), as_of)
-        elif name in computed:
-            available[name] = computed[name]
-        else:
-            available[name] = _published_input(con, config, name, as_of)
-    missing = [name for name in stage.requires if available[name] is None]
-    absent_sources = [m.removeprefix("stg_") for m in missing if m.startswith("stg_")]
-    absent_tables = [m for m in missing if not m.startswith("stg_")]
-    with lock:
-        skipped_before = set(skipped)
-    if absent_tables and not set(absent_tables) <= skipped_before:
-        raise UsageError(
-            f"stage {stage.name} needs {', '.join(absent_tables)} for {as_of}, which is not in "
-            f"the warehouse; run `custseg run --as-of {as_of} --from {absent_tables[0]}`"
-        )
-    if missing:
-        why = (
-            f"no {', '.join(absent_sources)} extract on or before {as_of}"
-            if absent_sources
-            else f"{', '.join(absent_tables)} was skipped"
-        )
-        result.status = "skipped"
-        message = f"stage {stage.name} skipped: {why}"
-        result.warnings.append(message)
-        reporter.warn(message)
-        with lock:
-            skipped.add(stage.output)
-        return
-    params = getattr(config, stage.params_block) if stage.params_block else None
-    accepted = inspect.signature(stage.transform).parameters
-    inputs = {name: table for name, table in available.items() if name in accepted}
-    for name in accepted:  # a transform may ask for another block: <block>_params
-        block = name.removesuffix("_params")
-        if name.endswith("_params") and block in Config.model_fields:
-            inputs[name] = getattr(config, block)
-    context = None
-    if "context" in accepted:
-        inputs["context"] = context = StageContext(
-            stage=stage.name,
-            run_id=run_id,
-            artifacts=ArtifactStore(config.paths.models / stage.name),
-            warn=lambda message: (result.warnings.append(message), reporter.warn(message)),
-            info=reporter.info,
-            config_hash=config.hash(),
-        )
-    produced = stage.transform(con, **inputs, params=params, as_of=as_of)
-    relations = produced if isinstance(produced, dict) else {stage.output: produced}
-    expected = {stage.output: stage.key, **dict(stage.extra_outputs)}
-    if set(relations) != set(expected):
-        raise RuntimeError(
-            f"stage {stage.name} returned {sorted(relations)}, declared {sorted(expected)}"
-        )
-    for table, key in expected.items():
-        shared = table in SHARED_TABLES
-        target = partition_path(
-            config.paths.warehouse, table, as_of, stage.name if shared else "data"
-        )
-        view = f"run_{table}__{stage.name}" if shared else f"run_{table}"
-        output = Written(stage, table, view, beside(target, run_id), target)
-        with lock:
-            written.append(output)
-        write_beside(relations[table], target, run_id)
-        con.execute(
-            f"create or replace view {view} as "
-            f"select * from read_parquet({literal(str(output.temporary))})"
-        )
-        _check_key(con, table, key, view)
-    drop_scratch(con, stage.name)
-    with lock:
-        main = next(w.view for w in written if w.stage is stage and w.table == stage.output)
-    result.rows = con.execute(f"select count(*) from {main}").fetchall()[0][0]
-    result.status = "ok"
-    if context is not None and context.detail:
-        result.detail = context.detail
-    for message in stage.warnings(con, main) if stage.warnings else []:
-        result.warnings.append(message)
-        reporter.warn(message)
-    for name in stage.uses:
-        if name.startswith(PREVIOUS) and available[name] is None:
-            reporter.info(
-                f"    {stage.name}: no {name.removeprefix(PREVIOUS)} before {as_of} in the "
-                "warehouse (first run): nothing to compare with"
-            )
 
 
 def _published_input(
