@@ -582,7 +582,13 @@ class _TransformRun:
         interrupts the running ones' queries, and is raised once they have returned."""
         names = {s.name for s in stages}
         waits_for = {s.name: {u for u in upstream(s) if u in names} for s in stages}
-        first = _critical_path_first(stages, waits_for, last_stage_seconds(self.config))
+        # one at a time, the order changes nothing but which stage a failure stops before:
+        # the DAG's order, the same every run
+        first = (
+            _critical_path_first(stages, waits_for, last_stage_seconds(self.config))
+            if parallel > 1
+            else stages
+        )
         done: set[str] = set()
         running: dict[Future, Stage] = {}
         failure: BaseException | None = None

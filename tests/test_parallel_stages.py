@@ -136,3 +136,29 @@ def test_a_failing_stage_interrupts_the_one_beside_it_and_publishes_nothing(publ
     assert not list(copy.paths.warehouse.glob("*/as_of=*/*.tmp-*"))
     assert _digests(copy, as_of) == before
     assert not list(copy.paths.temp.glob("run-*"))
+
+
+def test_one_at_a_time_the_stages_run_in_dag_order(published_copy):
+    """Whatever the last runs' seconds say (here: aum_tiers heads the longest chain), one stage
+    at a time runs in the registry's order, as a failure test or a reader of the log expects."""
+    bank, copy = published_copy
+    manifests = copy.paths.warehouse / "run_manifests"
+    (manifests / "99999999T999999Z-slow.json").write_text(
+        json.dumps({"stages": [{"stage": "aum_tiers", "status": "ok", "seconds": 1000.0}]})
+    )
+    assert last_stage_seconds(copy)["aum_tiers"] == 1000.0
+    ran = []
+
+    def recording(stage):
+        @functools.wraps(stage.transform)
+        def transform(con, **inputs):
+            ran.append(stage.name)
+            return stage.transform(con, **inputs)
+
+        return dataclasses.replace(stage, transform=transform)
+
+    stages = [
+        recording(STAGES_BY_NAME[n]) for n in ("customer_features", "rfm_scores", "aum_tiers")
+    ]
+    run_stages(_one_at_a_time(copy), bank.generate.end_on, stages, quiet())
+    assert ran == ["customer_features", "rfm_scores", "aum_tiers"]
