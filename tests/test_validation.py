@@ -5,6 +5,7 @@ validation exit code, name the table, expectation and offending values, and publ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -445,13 +446,11 @@ def test_the_staged_inputs_are_checked_beside_the_stages_and_fail_the_run(tmp_pa
     started = []
     original = STAGES_BY_NAME["rfm_scores"]
 
+    @functools.wraps(original.transform)  # the runner passes inputs by its signature
     def watching(con, **inputs):  # the input checks run while the stages do
         started.extend(config.paths.temp.glob("validate-*-inputs/part*/spec.json"))
         return original.transform(con, **inputs)
 
-    import inspect
-
-    watching.__signature__ = inspect.signature(original.transform)
     stages = [
         STAGES_BY_NAME["customer_features"],
         dataclasses.replace(original, transform=watching),
@@ -486,12 +485,10 @@ def test_a_failing_stage_stops_the_input_checks_running_beside_it(
     real_start = pipeline.runner.start_validation
     monkeypatch.setattr(pipeline.runner, "start_validation", start_and_keep)
 
+    @functools.wraps(original.transform)
     def failing(con, **inputs):
         raise RuntimeError("stage failed")
 
-    import inspect
-
-    failing.__signature__ = inspect.signature(original.transform)
     with pytest.raises(RuntimeError, match="stage failed"):
         run_stages(
             config,
