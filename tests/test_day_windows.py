@@ -28,6 +28,8 @@ AGGREGATES = [
     WindowAggregate("largest_debit_90d", "max", (0, 90), (DEBIT,), value="amount_cny"),
     WindowAggregate("salary_365d", "sum", (0, 365), (("category", ("salary",)),),
                     value="amount_cny"),
+    WindowAggregate("latest_366d", "latest", (0, 366)),
+    WindowAggregate("latest_debit_30_to_90d", "latest", (30, 90), (DEBIT,)),
 ]  # fmt: skip
 
 # (customer_id, days_ago, amount_cny, is_credit, channel, category); C2 has no rows, X9 is
@@ -99,10 +101,15 @@ def test_polars_equals_the_plain_group_by_on_edge_rows(monkeypatch, slice_custom
     assert str(c1["salary_365d"]) == "1013.05"  # the fax row's category still counts
     assert str(rows["C3"]["amount_90d"]) == "1000000000000.00"  # cents do not overflow
     assert rows["C4"]["largest_debit_90d"] is not None and rows["C4"]["rows_30d"] == 0
+    # latest: the smallest days_ago among the matching rows
+    assert c1["latest_366d"] == 0 and c1["latest_debit_30_to_90d"] == 30
+    assert rows["C3"]["latest_366d"] == 5 and rows["C3"]["latest_debit_30_to_90d"] is None
+    assert rows["C4"]["latest_debit_30_to_90d"] == 60
     # no rows, or none in any window: counts and sums 0, maxima null
     for customer in ("C2", "C5"):
         assert rows[customer]["rows_90d"] == 0 and str(rows[customer]["amount_90d"]) == "0.00"
         assert rows[customer]["largest_debit_90d"] is None
+        assert rows[customer]["latest_366d"] is None
     assert not con.execute(
         "select * from duckdb_tables() where table_name = 'fast_rows'"
     ).fetchall()  # the sorted rows are dropped
@@ -113,7 +120,7 @@ def test_the_output_types_are_integer_counts_and_decimal_money(monkeypatch):
     by_polars(con, 2, monkeypatch)
     types = dict(con.execute("select column_name, column_type from (describe fast)").fetchall())
     assert types["rows_30d"] == "INTEGER" and types["amount_90d"] == "DECIMAL(18,2)"
-    assert types["largest_debit_90d"] == "DECIMAL(18,2)"
+    assert types["largest_debit_90d"] == "DECIMAL(18,2)" and types["latest_366d"] == "INTEGER"
 
 
 def test_a_count_takes_no_value_and_a_sum_needs_one():
@@ -121,6 +128,8 @@ def test_a_count_takes_no_value_and_a_sum_needs_one():
         WindowAggregate("total", "sum", (0, 30))
     with pytest.raises(ValueError, match="takes no value"):
         WindowAggregate("rows", "count", (0, 30), value="amount_cny")
+    with pytest.raises(ValueError, match="takes no value"):
+        WindowAggregate("last", "latest", (0, 30), value="amount_cny")
 
 
 def test_customer_features_by_polars_equal_the_plain_group_by_on_the_sample_bank(
@@ -158,3 +167,23 @@ def test_customer_features_by_polars_equal_the_plain_group_by_on_the_sample_bank
         con.execute(f"select customer_id from {plain}").fetchall()
         == con.execute(f"select customer_id from {fast}").fetchall()
     )
+    # the last transaction, event and login: in the windows' lookback or before it, the latest
+    # of all rows up to as_of
+    last = con.execute(
+        f"""
+        select count(*), count(*) filter (where f.last_txn_on < $as_of - 365),
+               count(*) filter (where f.last_login_on < $as_of - 90),
+               count(*) filter (where f.last_txn_on is distinct from t.last_txn_on
+                                or f.last_event_on is distinct from e.last_event_on
+                                or f.last_login_on is distinct from e.last_login_on)
+        from {fast} f
+        left join (select customer_id, max(transaction_at)::date as last_txn_on
+                   from stg_transactions group by all) t using (customer_id)
+        left join (select customer_id, max(event_at)::date as last_event_on,
+                          max(event_at) filter (where event_type = 'login')::date as last_login_on
+                   from stg_events group by all) e using (customer_id)
+        """,
+        {"as_of": as_of},
+    ).fetchall()[0]
+    assert last[1] > 0 and last[2] > 0, last  # some from before the lookback
+    assert last[3] == 0, last

@@ -55,7 +55,8 @@ How: each group's aggregates are materialised as scratch tables (transforms/scra
 to the population, then put side by side; see the comment in customer_features. The transaction
 and event windows (most of the columns) are aggregated by transforms/day_windows.py: polars over
 rows sorted by customer, 21 s at 5M customers where one DuckDB GROUP BY and its alignment took
-36 s.
+36 s. The same pass finds the last transaction, event and login within the windows' lookback;
+only the customers without one there are looked up in the older rows.
 
 Checks: customer_id unique and not null; counts and amounts >= 0; shares within 0..1.
 The coverage of each group is measured by `feature_coverage` from FEATURE_GROUPS below.
@@ -194,6 +195,9 @@ def _transaction_aggregates(
         ("category", tuple(params.business_categories)),
     )
 
+    # the last transaction when it falls in the lookback (else read from older rows: `last_txn`)
+    aggregates.append(WindowAggregate("latest_days_ago", "latest", (0, _lookback(aggregates))))
+
     def net(period: str) -> str:
         return f"(coalesce(t.inflow_{period}, 0) - coalesce(t.outflow_{period}, 0))"
 
@@ -235,6 +239,11 @@ def _event_aggregates(
                 where = (("event_type", (event_type,)), ("topic", (topic,)))
                 aggregates.append(WindowAggregate(name, "count", (0, w), where))
                 columns.append(f"{_when(present, f'e.{name}', '0')}::bigint as {name}")
+    # the last event and login when they fall in the lookback (else: `last_event`)
+    lookback = (0, _lookback(aggregates))
+    aggregates.append(WindowAggregate("latest_days_ago", "latest", lookback))
+    login = (("event_type", ("login",)),)
+    aggregates.append(WindowAggregate("latest_login_days_ago", "latest", lookback, login))
     return aggregates, columns
 
 
@@ -426,10 +435,14 @@ def customer_features(
             where transaction_at::date <= $as_of and transaction_at::date > $as_of - 90
               and direction = 'credit' and category in {_in_list(params.salary_categories)}
             group by customer_id""",
+        # the last transaction of the customers with none in txn_windows' lookback, from the
+        # older rows (at 5M, 0.4 M customers: 3.9 s where all customers' took 7.8 s)
         "last_txn": f"""
             select customer_id, max(transaction_at)::date as last_txn_on
             from {stg_transactions}
-            where transaction_at::date <= $as_of
+            where transaction_at::date <= $as_of - {_lookback(txn_aggregates)}
+              and customer_id in (
+                  select customer_id from {scratch("txn_windows")} where latest_days_ago is null)
             group by customer_id""",
         "risk_purchases": f"""
             select t.customer_id, sum(t.amount_cny) as risk_purchases_90d
@@ -468,11 +481,16 @@ def customer_features(
             group by b.customer_id"""
         if aum_dates
         else f"select customer_id from {balances} where false",
+        # likewise the last event and login before event_windows' lookback (1.5 M customers
+        # without a login in it: 5.9 s where all customers' took 7.6 s)
         "last_event": f"""
             select customer_id, max(event_at)::date as last_event_on,
                    max(event_at) filter (where event_type = 'login')::date as last_login_on
             from {events}
-            where event_at::date <= $as_of
+            where event_at::date <= $as_of - {_lookback(event_aggregates)}
+              and customer_id in (
+                  select customer_id from {scratch("event_windows")}
+                  where latest_login_days_ago is null)
             group by customer_id""",
         "risk_answers": f"""
             select customer_id,
@@ -537,6 +555,10 @@ def customer_features(
         "nps_answers": "na",
     }
     aum_3m, aum_12m = aum_at(three_months_on), aum_at(twelve_months_on)
+    # in the windows' lookback, else before it
+    last_txn_on = "coalesce($as_of - t.latest_days_ago, l.last_txn_on)"
+    last_event_on = "coalesce($as_of - e.latest_days_ago, le.last_event_on)"
+    last_login_on = "coalesce($as_of - e.latest_login_days_ago, le.last_login_on)"
     return con.sql(
         f"""
         select p.customer_id, $as_of::date as as_of,
@@ -544,8 +566,8 @@ def customer_features(
                p.marital_status, p.children_count
                {"".join(f", p.{quote(c)}" for c in extra)},
                {", ".join(txn_columns)},
-               l.last_txn_on,
-               $as_of - l.last_txn_on as days_since_last_txn,
+               {last_txn_on} as last_txn_on,
+               $as_of - ({last_txn_on}) as days_since_last_txn,
                {_when(has_holdings, "$now_on::date")} as balance_on,
                {_when(has_holdings, "h.aum", "0")}::{_MONEY} as aum_cny,
                {_when(has_holdings, "h.loans", "0")}::{_MONEY} as loan_balance_cny,
@@ -568,9 +590,9 @@ def customer_features(
                coalesce(t.business_inflow_365d, 0) > 0 or coalesce(h.business_products, 0) > 0
                    as has_business_link,
                {", ".join(event_columns)},
-               le.last_event_on, le.last_login_on,
-               $as_of - le.last_login_on as days_since_last_login,
-               $as_of - greatest(l.last_txn_on, le.last_login_on) as days_since_last_activity,
+               {last_event_on} as last_event_on, {last_login_on} as last_login_on,
+               $as_of - ({last_login_on}) as days_since_last_login,
+               $as_of - greatest({last_txn_on}, {last_login_on}) as days_since_last_activity,
                ra.risk_score, ra.risk_assessed_on,
                $as_of - ra.risk_assessed_on as risk_assessment_age_days,
                ra.risk_assessed_on <= $as_of - interval {params.questionnaire_valid_months} month
