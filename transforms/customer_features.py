@@ -277,6 +277,8 @@ def customer_features(
 
     txn_aggregates, txn_columns = _transaction_aggregates(params)
     event_aggregates, event_columns = _event_aggregates(params, has_events)
+    # days of rows the window parts read; the older rows are read for last dates alone
+    txn_lookback, event_lookback = _lookback(txn_aggregates), _lookback(event_aggregates)
     if has_customers:
         population = f"""
             select customer_id, opened_on,
@@ -414,7 +416,7 @@ def customer_features(
                    category, $as_of - transaction_at::date as days_ago
             from {stg_transactions}
             where transaction_at::date <= $as_of
-              and transaction_at::date > $as_of - {_lookback(txn_aggregates)}""",
+              and transaction_at::date > $as_of - {txn_lookback}""",
             txn_aggregates,
         ),
         "event_windows": (
@@ -422,7 +424,7 @@ def customer_features(
             select customer_id, event_type, topic, $as_of - event_at::date as days_ago
             from {events}
             where event_at::date <= $as_of
-              and event_at::date > $as_of - {_lookback(event_aggregates)}""",
+              and event_at::date > $as_of - {event_lookback}""",
             event_aggregates,
         ),
     }
@@ -440,7 +442,7 @@ def customer_features(
         "last_txn": f"""
             select customer_id, max(transaction_at)::date as last_txn_on
             from {stg_transactions}
-            where transaction_at::date <= $as_of - {_lookback(txn_aggregates)}
+            where transaction_at::date <= $as_of - {txn_lookback}
               and customer_id in (
                   select customer_id from {scratch("txn_windows")} where latest_days_ago is null)
             group by customer_id""",
@@ -487,7 +489,7 @@ def customer_features(
             select customer_id, max(event_at)::date as last_event_on,
                    max(event_at) filter (where event_type = 'login')::date as last_login_on
             from {events}
-            where event_at::date <= $as_of - {_lookback(event_aggregates)}
+            where event_at::date <= $as_of - {event_lookback}
               and customer_id in (
                   select customer_id from {scratch("event_windows")}
                   where latest_login_days_ago is null)

@@ -175,7 +175,7 @@ def aggregate_windows(
     expressions = _polars_aggregates(aggregates, codes)
     columns = ", ".join(
         quote(a.name)
-        if a.how in ("count", "latest")
+        if _type(a) == "integer"
         else f"({quote(a.name)} * 0.01::decimal(3, 2))::{MONEY} as {quote(a.name)}"
         for a in aggregates
     )
@@ -228,4 +228,4 @@ def aggregate_windows(
 
 
 def _type(aggregate: WindowAggregate) -> str:
-    return "integer" if aggregate.how in ("count", "latest") else MONEY
+    return MONEY if aggregate.value is not None else "integer"  # counts and latest days
