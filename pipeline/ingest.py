@@ -28,6 +28,7 @@ import duckdb
 
 from pipeline.config import Config, SourceOptions
 from pipeline.errors import InputError
+from pipeline.warehouse import write_parquet
 from transforms.sources import INGEST_ORDER, SOURCES, Source
 from transforms.staging import PrivacyRules, ReadOptions, literal, quote, stage_extract
 
@@ -435,7 +436,7 @@ def _write_partition(relation: duckdb.DuckDBPyRelation, target: Path, meta: dict
     """Replace a partition's data file atomically (write aside, then rename)."""
     target.mkdir(parents=True, exist_ok=True)
     temporary = target / f"data.parquet.tmp-{os.getpid()}"
-    relation.to_parquet(str(temporary), compression="zstd")
+    write_parquet(relation, temporary)
     os.replace(temporary, target / "data.parquet")
     if meta is not None:
         (target / "_extract.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -30,6 +30,23 @@ MANIFEST_TABLE = "run_manifests"
 
 SHARED_TABLES = ("model_fits",)  # written by several stages, each to its own file
 
+# How every Parquet file custseg writes is encoded (staged partitions and published tables).
+# Dictionaries only for columns with at most 1,000 distinct values in a row group (codes, flags,
+# small counts): by default DuckDB starts one for every column and drops it once it grows too
+# large, wasted work on the amounts and shares. zstd at level 1 instead of 3. Measured on the
+# 5M-customer customer_features table (191 columns): 52.0 CPU s and 824 MiB by default, 37.5 CPU s
+# and 796 MiB with the dictionary limit, 33.2 CPU s and 796 MiB with level 1 as well.
+PARQUET_OPTIONS = (
+    "format parquet, compression zstd, compression_level 1, dictionary_size_limit 1000"
+)
+
+
+def write_parquet(relation: duckdb.DuckDBPyRelation, path: Path) -> None:
+    """Write `relation` to the Parquet file `path` with PARQUET_OPTIONS."""
+    relation.query(
+        "parquet_output", f"copy parquet_output to {literal(str(path))} ({PARQUET_OPTIONS})"
+    )
+
 
 def partition_path(warehouse: Path, table: str, as_of: date, part: str = "data") -> Path:
     return warehouse / table / f"as_of={as_of.isoformat()}" / f"{part}.parquet"
@@ -40,7 +57,7 @@ def write_atomically(relation: duckdb.DuckDBPyRelation, target: Path, run_id: st
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = beside(target, run_id)
     try:
-        relation.to_parquet(str(temporary), compression="zstd")
+        write_parquet(relation, temporary)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
@@ -71,7 +88,7 @@ def write_beside(relation: duckdb.DuckDBPyRelation, target: Path, run_id: str) -
     """Write `relation` next to `target` under a temporary name; `commit` makes it visible."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = beside(target, run_id)
-    relation.to_parquet(str(temporary), compression="zstd")
+    write_parquet(relation, temporary)
     return temporary
 
 
