@@ -131,6 +131,38 @@ def test_a_second_run_gives_identical_outputs(small_bank):
     assert _output_digests(config) == before
 
 
+def test_every_parquet_file_is_written_by_the_one_writer(small_bank, tmp_path):
+    config, _, _ = small_bank
+    files = sorted(config.paths.warehouse.glob("*/as_of=*/*.parquet")) + sorted(
+        config.paths.staging.glob("**/data.parquet")
+    )
+    assert any("stg_" in str(f) for f in files) and any("segments" in str(f) for f in files)
+    with duckdb.connect() as con:
+        codecs = con.execute(
+            "select distinct compression from parquet_metadata($files)",
+            {"files": [str(f) for f in files]},
+        ).fetchall()
+        assert codecs == [("ZSTD",)]
+        # a dictionary for a column of 3 values, none for one of 2,000 (DuckDB's default
+        # writer makes one for both)
+        sample = tmp_path / "sample.parquet"
+        warehouse.write_parquet(
+            con.sql("select i % 3 as few, i % 2000 as many from range(20000) t(i) order by i"),
+            sample,
+        )
+        encodings = dict(
+            con.execute(
+                "select path_in_schema, string_agg(distinct encodings) "
+                f"from parquet_metadata('{sample}') group by all"
+            ).fetchall()
+        )
+        assert "DICTIONARY" in encodings["few"] and "DICTIONARY" not in encodings["many"]
+        assert con.execute(f"select sum(many), count(*) from '{sample}'").fetchone() == (
+            10 * sum(range(2000)),
+            20000,
+        )
+
+
 def test_a_run_killed_mid_publish_leaves_the_previous_partition(small_bank, monkeypatch):
     config, _, _ = small_bank
     before = _output_digests(config)
