@@ -429,7 +429,8 @@ def next_best_products(
     return con.sql(
         f"""
         with ranked as (  -- on the key and score alone: the window does not carry the wide
-            -- candidate rows, only the top-k's are fetched
+            -- candidate rows, only the top k's are fetched (at 5M customers the final query
+            -- and write took 22.3 and 23.5 s where ranking the wide rows took 26.5 and 26.2 s)
             select customer_id, product_id, row_number() over (
                 partition by customer_id order by score desc, product_id) as rank
             from {CANDIDATES} where exclusion is null
