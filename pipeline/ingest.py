@@ -28,7 +28,7 @@ import duckdb
 
 from pipeline.config import Config, SourceOptions
 from pipeline.errors import InputError
-from pipeline.warehouse import write_parquet
+from pipeline.warehouse import write_atomically
 from transforms.sources import INGEST_ORDER, SOURCES, Source
 from transforms.staging import PrivacyRules, ReadOptions, literal, quote, stage_extract
 
@@ -434,10 +434,7 @@ def _utf8_copy(path: Path, encoding: str, temp: Path) -> Path:
 
 def _write_partition(relation: duckdb.DuckDBPyRelation, target: Path, meta: dict | None = None):
     """Replace a partition's data file atomically (write aside, then rename)."""
-    target.mkdir(parents=True, exist_ok=True)
-    temporary = target / f"data.parquet.tmp-{os.getpid()}"
-    write_parquet(relation, temporary)
-    os.replace(temporary, target / "data.parquet")
+    write_atomically(relation, target / "data.parquet", str(os.getpid()))
     if meta is not None:
         (target / "_extract.json").write_text(json.dumps(meta, indent=2) + "\n")
 
